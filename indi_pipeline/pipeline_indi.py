@@ -1,0 +1,319 @@
+"""InDIPipeline: restore images by Inversion by Direct Iteration, in the style of diffusers' DDPMPipeline."""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import PIL.Image
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+from diffusers.utils import BaseOutput, replace_example_docstring
+
+from .degradations import bicubic_upsample
+from .image_io import ImageBatch, merge, tensor_to_output, to_image_batches
+from .scheduling_indi import InDIScheduler
+
+OUTPUT_TYPES = ("pil", "np", "pt")
+
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```py
+        >>> import torch
+        >>> from PIL import Image
+        >>> from indi_pipeline import InDIPipeline
+
+        >>> pipe = InDIPipeline.from_pretrained("model_cards/indi-motion_deblur")
+        >>> blurry = Image.open("blurry.png")
+        >>> sharp = pipe(blurry, num_inference_steps=10, generator=torch.Generator().manual_seed(0)).images[0]
+        >>> smooth = pipe(blurry, num_inference_steps=1).images[0]  # plain regression: best PSNR, blurrier
+        ```
+"""
+
+
+@dataclass
+class InDIPipelineOutput(BaseOutput):
+    """Output of :class:`InDIPipeline`.
+
+    Args:
+        images: restored images: a list of PIL images, or an (N, H, W, C) numpy array / (N, C, H, W) tensor in
+            [0, 1] (a list of those when the inputs had different sizes).
+        trajectory: with ``return_trajectory=True``, the walk's samples x_t from the start to t = 0, each in the
+            same format as ``images``; else None.
+        timesteps: the t values of ``trajectory`` (start first, 0 last), or None.
+    """
+
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor | list
+    trajectory: list | None = None
+    timesteps: list[float] | None = None
+
+
+class InDIPipeline(DiffusionPipeline):
+    r"""Image restoration by Inversion by Direct Iteration (Delbracio & Milanfar, TMLR 2023).
+
+    The walk starts at the degraded image (t = ``strength``) and takes ``num_inference_steps`` small steps to t = 0.
+    One step is plain regression (best PSNR, smooth); more steps add realistic detail.
+
+    Args:
+        unet ([`InDINet`] or [`~diffusers.UNet2DModel`]):
+            Network F(x_t, timestep) -> predicted clean image, called as ``unet(sample, timestep).sample``.
+        scheduler ([`InDIScheduler`]): the t-schedule and update.
+        upscale_factor (`int`, defaults to 1): for super-resolution repos, the input is low-resolution and is first
+            upsampled (bicubic, as in training) by this factor; the output is this many times larger.
+        task (`str`, *optional*): the task id the weights were trained for (informative; see `indi_pipeline.tasks`).
+    """
+
+    model_cpu_offload_seq = "unet"
+    _callback_tensor_inputs = ["sample", "pred_original_sample"]
+
+    def __init__(self, unet, scheduler: InDIScheduler, upscale_factor: int = 1, task: str | None = None):
+        super().__init__()
+        if int(upscale_factor) != upscale_factor or upscale_factor < 1:
+            raise ValueError(f"upscale_factor must be a positive integer, got {upscale_factor!r}")
+        self.register_modules(unet=unet, scheduler=scheduler)
+        self.register_to_config(upscale_factor=int(upscale_factor), task=task)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        r"""Loads a pipeline from a local folder or a Hub repo id, like [`~DiffusionPipeline.from_pretrained`].
+
+        Weights are safetensors only (design.md §3): ``use_safetensors`` is always True, so a repo that holds only
+        pickled weights (``.bin``) is refused, never unpickled. A load failure caused by a missing component folder
+        or missing safetensors weights is re-raised with a message that says which.
+        """
+        if kwargs.pop("use_safetensors", None) is False:
+            raise ValueError("InDIPipeline loads safetensors weights only; use_safetensors=False (pickle) is refused")
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, use_safetensors=True, **kwargs)
+        except OSError as error:
+            problem = cls._diagnose_repo(pretrained_model_name_or_path, kwargs)
+            if problem is None:
+                raise
+            raise OSError(problem) from error
+
+    @classmethod
+    def download(cls, pretrained_model_name, **kwargs) -> str:
+        """Fetches a Hub repo's configs and safetensors weights (nothing else) and returns its local snapshot folder.
+
+        Replaces `DiffusionPipeline.download`, which refuses any repo whose model_index.json names a component
+        module outside diffusers (as ``["indi_pipeline.network", "InDINet"]``) once it knows the repo's file
+        listing, i.e. always online (diffusers issue #6563), although the same folder loads fine from disk.
+        """
+        from huggingface_hub import snapshot_download
+
+        hub_kwargs = ("cache_dir", "force_download", "local_files_only", "token", "revision")
+        return snapshot_download(
+            pretrained_model_name,
+            allow_patterns=[cls.config_name, "*/*.json", "*/*.safetensors"],
+            user_agent={"pipeline_class": cls.__name__},
+            **{k: kwargs[k] for k in hub_kwargs if kwargs.get(k) is not None},
+        )
+
+    @classmethod
+    def _diagnose_repo(cls, name_or_path, kwargs) -> str | None:
+        """Says what is missing from a pipeline repo (local folder or cached Hub snapshot), or None if unsure."""
+        folder = Path(name_or_path)
+        if not folder.is_dir():
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(
+                str(name_or_path), cls.config_name, cache_dir=kwargs.get("cache_dir"), revision=kwargs.get("revision")
+            )
+            if not isinstance(cached, str):
+                return None
+            folder = Path(cached).parent
+        try:
+            index = json.loads((folder / cls.config_name).read_text())
+        except (OSError, ValueError):
+            return None
+        for name, entry in index.items():
+            if name.startswith("_") or not isinstance(entry, list) or entry[0] is None or name in kwargs:
+                continue
+            sub = folder / name
+            if not sub.is_dir():
+                return (
+                    f"{name_or_path}: model_index.json lists a '{name}' component ({entry[1]}) but the repo has no "
+                    f"'{name}/' folder; an InDI repo needs model_index.json, scheduler/ and unet/"
+                )
+            if (sub / "config.json").is_file() and not any(sub.glob("*.safetensors")):
+                pickles = sorted(p.name for p in sub.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+                found = f" (found {', '.join(pickles)}: pickle weights are never loaded)" if pickles else ""
+                return f"{name_or_path}: '{name}/' has no safetensors weights{found}; InDI loads safetensors only"
+        return None
+
+    @property
+    def input_multiple(self) -> int:
+        """Height and width the network needs a multiple of (InDINet says; for UNet2DModel, 2^(levels - 1))."""
+        multiple = getattr(self.unet, "input_multiple", None)
+        if multiple is None:
+            levels = getattr(self.unet.config, "block_out_channels", None)
+            multiple = 2 ** (len(levels) - 1) if levels else 1
+        return int(multiple)
+
+    def _check_arguments(self, num_inference_steps, strength, output_type, callback_on_step_end_tensor_inputs):
+        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer)):
+            raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}")
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+        if not isinstance(strength, (int, float)) or not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1] (1 = start the walk at t = 1), got {strength!r}")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(f"callback tensor inputs {unknown} are not in {self._callback_tensor_inputs}")
+        in_channels = getattr(self.unet.config, "in_channels", 3)
+        if in_channels != 3:
+            raise ValueError(f"the network takes {in_channels} channels; InDIPipeline restores RGB (3 channels)")
+
+    def _prepare_degraded(self, batch: ImageBatch, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The walk's starting image y (upsampled for super-resolution) and the alpha at the output size."""
+        rgb, alpha = batch.rgb.to(device=device, dtype=torch.float32), batch.alpha
+        factor = self.config.upscale_factor
+        if factor > 1:
+            rgb = bicubic_upsample(rgb, scale=factor)
+            if alpha is not None:
+                alpha = bicubic_upsample(alpha.to(device=device, dtype=torch.float32), scale=factor)
+        return rgb, alpha
+
+    def _pad(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Pads to the network's multiple (never resizes): reflection, or replication where the image is too small."""
+        height, width = x.shape[-2:]
+        multiple = self.input_multiple
+        pad_h, pad_w = -height % multiple, -width % multiple
+        if pad_h == 0 and pad_w == 0:
+            return x, (height, width)
+        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+        return F.pad(x, (0, pad_w, 0, pad_h), mode=mode), (height, width)
+
+    @staticmethod
+    def _generators_for(generator, start: int, count: int):
+        """Slices a per-image list of generators for one same-size group; a single generator is shared."""
+        if isinstance(generator, list):
+            return generator[start : start + count]
+        return generator
+
+    @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
+    def __call__(
+        self,
+        image,
+        num_inference_steps: int = 10,
+        strength: float = 1.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        eps: float | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        return_trajectory: bool = False,
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ["sample"],
+    ) -> InDIPipelineOutput | tuple:
+        r"""Restores degraded images.
+
+        Args:
+            image (`PIL.Image.Image`, `np.ndarray`, `torch.Tensor` or a list of them):
+                Degraded image(s): RGB, grayscale, or with alpha (passed through untouched), any size (padded to the
+                network's multiple and cropped back). Numpy: H x W [x C] or N x H x W x C, uint8/uint16/float in
+                [0, 1]. Torch: [N x] C x H x W float in [0, 1]. For super-resolution repos, the low-resolution image.
+            num_inference_steps (`int`, defaults to 10):
+                Number of InDI steps: 1 = plain regression (best PSNR, smooth); more = sharper, more realistic detail.
+            strength (`float`, defaults to 1.0):
+                Where the walk starts, in (0, 1]. For denoising with a known noise level sigma,
+                ``strength = sigma / sigma_max`` of the model (e.g. 25/50 for the zoo's denoiser).
+            generator (`torch.Generator` or a list of one per image, *optional*):
+                The only source of randomness (path noise eps); the same seed gives the same output, bit for bit.
+            eps (`float`, *optional*): overrides the scheduler's noise level for this call.
+            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` or `"pt"`.
+            return_dict (`bool`, defaults to `True`): return an [`InDIPipelineOutput`] instead of a tuple.
+            return_trajectory (`bool`, defaults to `False`): also return the intermediate images of the walk.
+            callback_on_step_end (`Callable`, *optional*):
+                Called as ``callback_on_step_end(pipe, step_index, timestep, callback_kwargs)`` after each step;
+                may return a dict that replaces ``"sample"``.
+            callback_on_step_end_tensor_inputs (`list[str]`): tensors passed in ``callback_kwargs``
+                (`"sample"`, `"pred_original_sample"`).
+
+        Examples:
+
+        Returns:
+            [`InDIPipelineOutput`] or `tuple`: restored ``images`` (and the ``trajectory`` when asked); as a tuple,
+            ``(images,)`` or ``(images, trajectory)``.
+        """
+        self._check_arguments(num_inference_steps, strength, output_type, callback_on_step_end_tensor_inputs)
+        batches = to_image_batches(image)
+        total = sum(batch.rgb.shape[0] for batch in batches)
+        if isinstance(generator, list) and len(generator) != total:
+            raise ValueError(f"got {len(generator)} generators for {total} images; pass one per image or a single one")
+
+        # A per-call scheduler: its step counter is state, and a shared one would break concurrent calls (the Space).
+        scheduler = copy.deepcopy(self.scheduler)
+        if eps is not None:
+            scheduler = InDIScheduler.from_config(scheduler.config, eps=float(eps))
+        device = self._execution_device
+        model_dtype = self.unet.dtype
+
+        outputs, trajectories, start = [], [], 0
+        with self.progress_bar(total=num_inference_steps * len(batches)) as progress_bar:
+            for batch in batches:
+                count = batch.rgb.shape[0]
+                batch_generator = self._generators_for(generator, start, count)
+                start += count
+                degraded, alpha = self._prepare_degraded(batch, device)
+                sample, (height, width) = self._pad(degraded)
+
+                scheduler.set_timesteps(int(num_inference_steps), device=device, start_t=float(strength))
+                sample = scheduler.prepare_start_sample(sample, generator=batch_generator)
+
+                def finish(x):
+                    return merge(x[..., :height, :width], alpha, batch.grayscale)
+
+                frames = [finish(sample)] if return_trajectory else None
+                for i, t in enumerate(scheduler.timesteps):
+                    model_input = scheduler.scale_model_input(sample, t).to(model_dtype)
+                    timestep = t.to(device=device, dtype=torch.float32).expand(sample.shape[0])
+                    model_output = self.unet(model_input, timestep).sample
+                    step = scheduler.step(model_output, t, sample, generator=batch_generator)
+                    sample = step.prev_sample
+                    if callback_on_step_end is not None:
+                        callback_kwargs = {
+                            "sample": sample,
+                            "pred_original_sample": step.pred_original_sample,
+                        }
+                        callback_kwargs = {k: callback_kwargs[k] for k in callback_on_step_end_tensor_inputs}
+                        callback_outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
+                        sample = callback_outputs.pop("sample", sample)
+                    if return_trajectory:
+                        frames.append(finish(sample))
+                    progress_bar.update()
+
+                outputs.append(finish(sample).float())
+                if return_trajectory:
+                    trajectories.append(frames)
+
+        images = self._format(outputs, output_type)
+        trajectory = None
+        if return_trajectory:
+            trajectory = [
+                self._format([frames[k].float() for frames in trajectories], output_type)
+                for k in range(num_inference_steps + 1)
+            ]
+        self.maybe_free_model_hooks()
+
+        if not return_dict:
+            return (images, trajectory) if return_trajectory else (images,)
+        timesteps = (scheduler.sigmas.cpu().tolist()) if return_trajectory else None
+        return InDIPipelineOutput(images=images, trajectory=trajectory, timesteps=timesteps)
+
+    @staticmethod
+    def _format(groups: list[torch.Tensor], output_type: str):
+        """Same-size groups -> one batch in ``output_type``; mixed sizes -> a list with one entry per image."""
+        if output_type == "pil":
+            return [img for group in groups for img in tensor_to_output(group, "pil")]
+        if len({tuple(g.shape[1:]) for g in groups}) == 1:
+            return tensor_to_output(torch.cat(groups), output_type)
+        return [tensor_to_output(item[None], output_type)[0] for group in groups for item in group]
+

@@ -1,0 +1,110 @@
+"""The task registry: one place that says, per task, where its model lives and how to run it.
+
+Used by the app, the CLI and the evaluation. Hub repo ids are ``<org>/indi-<task>``; the org comes from the
+environment variable ``INDI_HUB_ORG`` (default ``indi-zoo``). Bundled repos live in ``model_cards/`` next to the
+package, or wherever ``INDI_MODEL_DIR`` points.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_HUB_ORG = "indi-zoo"
+MODEL_DIR_ENV = "INDI_MODEL_DIR"
+HUB_ORG_ENV = "INDI_HUB_ORG"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One restoration task of the zoo (design.md §4)."""
+
+    task_id: str
+    title: str
+    description: str
+    default_steps: int
+    eps: float
+    upscale_factor: int = 1
+    sigma_max: float | None = None  # denoising only: the noise level that means strength = 1
+
+    @property
+    def repo_name(self) -> str:
+        return f"indi-{self.task_id}"
+
+    @property
+    def local_path(self) -> Path:
+        """The bundled model repo folder (may not exist yet if the model has not been trained)."""
+        return model_dir() / self.repo_name
+
+    @property
+    def hub_repo_id(self) -> str:
+        return f"{os.environ.get(HUB_ORG_ENV, DEFAULT_HUB_ORG)}/{self.repo_name}"
+
+    def strength_for_sigma(self, sigma: float) -> float:
+        """Denoising: the walk's start t for a known noise level sigma (in [0, 1] units, e.g. 25/255)."""
+        if self.sigma_max is None:
+            raise ValueError(f"task {self.task_id!r} has no noise level; strength_for_sigma is for 'denoise'")
+        if not 0.0 < sigma <= self.sigma_max:
+            raise ValueError(
+                f"noise level {sigma * 255:.1f}/255 is outside (0, {self.sigma_max * 255:.0f}/255] for this model"
+            )
+        return sigma / self.sigma_max
+
+
+def model_dir() -> Path:
+    """Folder holding the bundled model repos: $INDI_MODEL_DIR, else ``model_cards/`` beside the package."""
+    override = os.environ.get(MODEL_DIR_ENV)
+    return Path(override) if override else Path(__file__).resolve().parent.parent / "model_cards"
+
+
+TASKS: dict[str, Task] = {
+    task.task_id: task
+    for task in (
+        Task(
+            "motion_deblur",
+            "Motion deblurring",
+            "Removes camera-shake blur (unknown random shake path, 5-25 px long).",
+            default_steps=10,
+            eps=0.02,
+        ),
+        Task(
+            "defocus_deblur",
+            "Defocus deblurring",
+            "Sharpens out-of-focus photos (unknown disk blur, radius 1-6 px).",
+            default_steps=10,
+            eps=0.02,
+        ),
+        Task(
+            "sr4",
+            "4x super-resolution",
+            "Makes a small image 4x larger with restored detail (bicubic-downscaled inputs).",
+            default_steps=10,
+            eps=0.02,
+            upscale_factor=4,
+        ),
+        Task(
+            "jpeg",
+            "JPEG artifact removal",
+            "Removes blocking and ringing from JPEG-compressed images (quality 10-50).",
+            default_steps=10,
+            eps=0.02,
+        ),
+        Task(
+            "denoise",
+            "Denoising",
+            "Removes Gaussian noise up to sigma 50/255; give the noise level if you know it.",
+            default_steps=10,
+            eps=0.01,
+            sigma_max=50.0 / 255.0,
+        ),
+    )
+}
+
+
+def get_task(task_id: str) -> Task:
+    """The task with this id; a ValueError lists the valid ids otherwise."""
+    try:
+        return TASKS[task_id]
+    except KeyError:
+        raise ValueError(f"unknown task {task_id!r}; choose one of {', '.join(TASKS)}") from None

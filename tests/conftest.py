@@ -1,0 +1,69 @@
+"""Shared tiny fixtures. Tests never touch the network: offline mode is set before huggingface_hub is imported."""
+
+import os
+
+# Must happen before anything imports huggingface_hub / diffusers (they read these once, at import).
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["DIFFUSERS_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# Tiny tensors gain nothing from intra-op threads, and on a busy 2-core machine OpenMP spinning makes every tiny
+# forward ~50x slower. INDI_TEST_THREADS overrides.
+torch.set_num_threads(int(os.environ.get("INDI_TEST_THREADS", "1")))
+
+TINY_NET_KWARGS = dict(
+    width=8,
+    encoder_blocks=(1, 1),
+    decoder_blocks=(1, 1),
+    middle_blocks=1,
+    time_embedding_dim=16,
+)
+
+
+def make_tiny_net(seed: int = 0, perturb: bool = True):
+    """A tiny InDINet. With ``perturb``, the zero-initialised layer scales / FiLM are randomised so that the
+    network is not the identity (otherwise most pipeline checks would be vacuous)."""
+    from indi_pipeline import InDINet
+
+    torch.manual_seed(seed)
+    net = InDINet(**TINY_NET_KWARGS)
+    if perturb:
+        generator = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            for name, param in net.named_parameters():
+                if name.endswith(("scale1", "scale2")) or name.startswith(("time_mlp.2", "outro")):
+                    param.copy_(0.1 * torch.randn(param.shape, generator=generator))
+    return net.eval()
+
+
+def make_tiny_pipeline(eps: float = 0.0, upscale_factor: int = 1, seed: int = 0, **scheduler_kwargs):
+    from indi_pipeline import InDIPipeline, InDIScheduler
+
+    pipe = InDIPipeline(
+        unet=make_tiny_net(seed),
+        scheduler=InDIScheduler(eps=eps, **scheduler_kwargs),
+        upscale_factor=upscale_factor,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture
+def tiny_net():
+    return make_tiny_net()
+
+
+@pytest.fixture
+def tiny_pipe():
+    return make_tiny_pipeline()
+
+
+@pytest.fixture
+def noisy_pipe():
+    return make_tiny_pipeline(eps=0.05)
