@@ -1,0 +1,495 @@
+#!/usr/bin/env python
+"""Train an InDI restoration model (run with `accelerate launch train/train_indi.py ...`).
+
+Follows diffusers' examples/unconditional_image_generation/train_unconditional.py: flat argparse, Accelerator with
+mixed precision and gradient accumulation, AdamW + warm-up + cosine, EMA, checkpoint-N folders with a total limit,
+`--resume_from_checkpoint latest`, tensorboard, and a final model repo that `InDIPipeline.from_pretrained` loads.
+
+Data: `--train_data_dir` (clean photos, degraded on the fly by `indi_pipeline.degradations`), `--paired_data_dir`
+(`clean/` + `degraded/`, for a degradation we do not model) or `--dataset_name` (a `datasets` dataset).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration, broadcast, set_seed
+from diffusers.training_utils import EMAModel
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+from indi_pipeline import InDINet, InDIPipeline, InDIScheduler, get_task  # noqa: E402
+from indi_pipeline.degradations import DEGRADATIONS, bicubic_downsample  # noqa: E402
+from indi_pipeline.metrics import psnr  # noqa: E402
+from indi_pipeline.scheduling_indi import NOISE_SCHEDULES, T_SAMPLINGS  # noqa: E402
+from indi_pipeline.tasks import TASKS  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from data import (  # noqa: E402
+    DataError,
+    RandomCropStream,
+    load_clean_folder,
+    load_hf_dataset,
+    load_paired_folder,
+)
+from device_degradation import DeviceDegrader  # noqa: E402
+
+logger = get_logger(__name__, log_level="INFO")
+CHECKPOINT_PREFIX = "checkpoint-"
+STATE_FILE = "train_state.json"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="Train an InDI image-restoration model.")
+    # data
+    parser.add_argument("--task", type=str, required=True, choices=sorted(TASKS), help="Restoration task (design.md §4).")
+    parser.add_argument("--train_data_dir", type=str, default=None, help="Folder of clean images, degraded on the fly.")
+    parser.add_argument(
+        "--paired_data_dir", type=str, default=None, help="Folder with clean/ and degraded/ images of matching names."
+    )
+    parser.add_argument("--dataset_name", type=str, default=None, help="A `datasets` dataset name or imagefolder path.")
+    parser.add_argument("--dataset_config_name", type=str, default=None, help="Config name of --dataset_name.")
+    parser.add_argument("--dataset_split", type=str, default="train", help="Split of --dataset_name to train on.")
+    parser.add_argument("--image_column", type=str, default="image", help="Image column of --dataset_name.")
+    parser.add_argument("--validation_data_dir", type=str, default=None, help="Clean images for periodic validation.")
+    parser.add_argument("--resolution", type=int, default=128, help="Training crop size (multiple of the net's).")
+    parser.add_argument("--dataloader_num_workers", type=int, default=2, help="DataLoader workers cutting crops.")
+    # output and run length
+    parser.add_argument("--output_dir", type=str, required=True, help="Where the model repo and checkpoints go.")
+    parser.add_argument("--train_batch_size", type=int, default=16, help="Batch size per device.")
+    parser.add_argument("--max_train_steps", type=int, default=10000, help="Optimizer steps to train for.")
+    parser.add_argument(
+        "--max_train_minutes", type=float, default=None, help="Wall-clock limit; the LR schedule follows it too."
+    )
+    parser.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Batches per optimizer step.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the model init, data stream and degradations.")
+    # optimisation
+    parser.add_argument("--learning_rate", type=float, default=1e-3, help="Peak learning rate (AdamW).")
+    parser.add_argument("--lr_warmup_steps", type=int, default=500, help="Linear warm-up steps.")
+    parser.add_argument("--adam_beta1", type=float, default=0.9, help="AdamW beta1.")
+    parser.add_argument("--adam_beta2", type=float, default=0.99, help="AdamW beta2.")
+    parser.add_argument("--adam_weight_decay", type=float, default=0.0, help="AdamW weight decay.")
+    parser.add_argument("--max_grad_norm", type=float, default=1.0, help="Gradient clipping norm.")
+    parser.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=True, help="Keep an EMA model.")
+    parser.add_argument("--ema_max_decay", type=float, default=0.999, help="Maximum EMA decay.")
+    parser.add_argument(
+        "--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"], help="Overrides accelerate config."
+    )
+    parser.add_argument("--allow_tf32", action="store_true", help="Allow TF32 matmuls on Ampere+ GPUs.")
+    parser.add_argument(
+        "--channels_last", action="store_true", help="Run the network in channels_last memory format (faster on GPU)."
+    )
+    # InDI
+    parser.add_argument("--eps", type=float, default=None, help="Path noise level eps (default: the task's).")
+    parser.add_argument("--noise_schedule", type=str, default="constant", choices=NOISE_SCHEDULES, help="eps_t form.")
+    parser.add_argument(
+        "--t_sampling", type=str, default="uniform", choices=T_SAMPLINGS, help="p(t); `one` = plain regression."
+    )
+    parser.add_argument("--t_one_probability", type=float, default=0.1, help="Mass at t = 1 for `mixture`.")
+    parser.add_argument("--loss", type=str, default="l1", choices=["l1", "l2"], help="Loss on the clean prediction.")
+    parser.add_argument("--init_from", type=str, default=None, help="Model repo to fine-tune (its network config).")
+    # network size
+    parser.add_argument("--width", type=int, default=32, help="InDINet channels of the first level.")
+    parser.add_argument("--encoder_blocks", type=int, nargs="+", default=[1, 1, 1, 1], help="Blocks per level.")
+    parser.add_argument("--middle_blocks", type=int, default=2, help="Blocks at the lowest resolution.")
+    parser.add_argument("--decoder_blocks", type=int, nargs="+", default=[1, 1, 1, 1], help="Blocks per level.")
+    # checkpoints, logging, validation
+    parser.add_argument("--checkpointing_steps", type=int, default=1000, help="Save a checkpoint every N steps.")
+    parser.add_argument("--checkpoints_total_limit", type=int, default=2, help="Keep at most this many checkpoints.")
+    parser.add_argument(
+        "--resume_from_checkpoint", type=str, default=None, help="A checkpoint folder, or `latest` in --output_dir."
+    )
+    parser.add_argument("--logging_steps", type=int, default=50, help="Log loss and images/s every N steps.")
+    parser.add_argument("--validation_steps", type=int, default=1000, help="Validate every N steps (0 = never).")
+    parser.add_argument("--validation_inference_steps", type=int, default=8, help="InDI steps for validation.")
+    parser.add_argument("--report_to", type=str, default="tensorboard", help="Tracker (`tensorboard` or `none`).")
+    parser.add_argument("--logging_dir", type=str, default="logs", help="Tracker folder, relative to --output_dir.")
+    # publishing
+    parser.add_argument("--push_to_hub", action="store_true", help="Upload the final repo to the Hub.")
+    parser.add_argument("--hub_model_id", type=str, default=None, help="Hub repo id for --push_to_hub.")
+    parser.add_argument("--hub_token", type=str, default=None, help="Hub token (else the cached login).")
+    args = parser.parse_args(argv)
+
+    sources = [s for s in (args.train_data_dir, args.paired_data_dir, args.dataset_name) if s]
+    if len(sources) != 1:
+        parser.error("give exactly one of --train_data_dir, --paired_data_dir, --dataset_name")
+    if args.push_to_hub and not args.hub_model_id:
+        parser.error("--push_to_hub needs --hub_model_id")
+    if args.resolution % 32:
+        parser.error(f"--resolution must be a multiple of 32 (the network's input multiple), got {args.resolution}")
+    if args.eps is None:
+        args.eps = get_task(args.task).eps
+    return args
+
+
+# ------------------------------------------------------------------------------------------------------ checkpoints
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (temporary folders of an interrupted save are ignored)."""
+    found = [p for p in output_dir.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir() and p.name[len(CHECKPOINT_PREFIX) :].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, state: dict, total_limit: int | None):
+    """Saves atomically: write into a temporary folder, then rename, so a kill mid-save leaves no half checkpoint."""
+    final = output_dir / f"{CHECKPOINT_PREFIX}{step}"
+    tmp = output_dir / f".tmp-{CHECKPOINT_PREFIX}{step}"
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    if accelerator.is_main_process:
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        if total_limit is not None:
+            for old in list_checkpoints(output_dir)[:-total_limit]:
+                shutil.rmtree(old, ignore_errors=True)
+        logger.info(f"saved {final}")
+    accelerator.wait_for_everyone()
+
+
+def find_resume_checkpoint(args) -> Path | None:
+    if not args.resume_from_checkpoint:
+        return None
+    if args.resume_from_checkpoint != "latest":
+        path = Path(args.resume_from_checkpoint)
+        if not (path / STATE_FILE).is_file():
+            raise FileNotFoundError(f"{path} is not a complete checkpoint (no {STATE_FILE})")
+        return path
+    checkpoints = list_checkpoints(Path(args.output_dir))
+    return checkpoints[-1] if checkpoints else None
+
+
+# -------------------------------------------------------------------------------------------------------- the model
+def build_model(args) -> InDINet:
+    if args.init_from:
+        return InDINet.from_pretrained(args.init_from, subfolder="unet", torch_dtype=torch.float32)
+    return InDINet(
+        width=args.width,
+        encoder_blocks=tuple(args.encoder_blocks),
+        middle_blocks=args.middle_blocks,
+        decoder_blocks=tuple(args.decoder_blocks),
+    )
+
+
+def build_scheduler(args) -> InDIScheduler:
+    return InDIScheduler(
+        eps=args.eps,
+        noise_schedule=args.noise_schedule,
+        t_sampling=args.t_sampling,
+        t_one_probability=args.t_one_probability,
+    )
+
+
+def make_lr_lambda(args, progress: dict):
+    """Warm-up then cosine to zero; with --max_train_minutes the cosine follows whichever limit is nearer."""
+
+    def lr_lambda(step: int) -> float:
+        if step < args.lr_warmup_steps:
+            return (step + 1) / args.lr_warmup_steps
+        by_steps = (step - args.lr_warmup_steps) / max(1, args.max_train_steps - args.lr_warmup_steps)
+        fraction = min(1.0, max(by_steps, progress.get("time_fraction", 0.0)))
+        return 0.5 * (1.0 + math.cos(math.pi * fraction))
+
+    return lr_lambda
+
+
+def load_training_images(args, upscale_factor: int):
+    if args.paired_data_dir:
+        return load_paired_folder(args.paired_data_dir, args.resolution, upscale_factor)
+    if args.dataset_name:
+        return load_hf_dataset(
+            args.dataset_name, args.dataset_config_name, args.dataset_split, args.image_column, args.resolution
+        )
+    return load_clean_folder(args.train_data_dir, args.resolution)
+
+
+def validation_batch(args, device) -> torch.Tensor | None:
+    """Up to 4 fixed 256 px centre crops of the validation photos (or None)."""
+    if not args.validation_data_dir:
+        return None
+    crops = []
+    for array in load_clean_folder(args.validation_data_dir, 256)[:4]:
+        h, w = array.shape[:2]
+        top, left = (h - 256) // 2, (w - 256) // 2
+        crops.append(torch.from_numpy(array[top : top + 256, left : left + 256].copy()).permute(2, 0, 1))
+    return torch.stack(crops).to(device).float() / 255.0
+
+
+@torch.no_grad()
+def validate(args, model, scheduler, degrader, clean, upscale_factor, step, accelerator) -> dict:
+    pipe = InDIPipeline(unet=model, scheduler=scheduler, upscale_factor=upscale_factor, task=args.task)
+    pipe.set_progress_bar_config(disable=True)
+    generator = torch.Generator(device=clean.device).manual_seed(1234)
+    degraded = degrader(clean, generator)
+    pipe_input = bicubic_downsample(clean, upscale_factor) if upscale_factor > 1 else degraded
+    results = {"psnr_degraded": psnr(degraded.clamp(0, 1), clean).mean().item()}
+    for steps in sorted({1, args.validation_inference_steps}):
+        restored = pipe(
+            pipe_input, num_inference_steps=steps, generator=torch.Generator().manual_seed(0), output_type="pt"
+        ).images
+        results[f"psnr_{steps}_steps"] = psnr(restored.to(clean.device), clean).mean().item()
+        if steps > 1:
+            for tracker in accelerator.trackers:
+                if tracker.name == "tensorboard":
+                    grid = torch.cat([degraded.clamp(0, 1), restored.to(clean.device), clean], dim=3)
+                    tracker.writer.add_images("validation/degraded_restored_clean", grid.cpu(), step)
+    return results
+
+
+# ------------------------------------------------------------------------------------------------------------- main
+def main(argv=None):
+    args = parse_args(argv)
+    task = get_task(args.task)
+    output_dir = Path(args.output_dir)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)),
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
+    logger.info(f"world size {accelerator.num_processes}, device {accelerator.device}, mixed precision "
+                f"{accelerator.mixed_precision}")
+    if args.allow_tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    set_seed(args.seed)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+
+    try:
+        images = load_training_images(args, task.upscale_factor)
+    except DataError as error:
+        accelerator.print(f"error: {error}")
+        raise SystemExit(2) from None
+    paired = args.paired_data_dir is not None
+    jpeg_in_worker = args.task == "jpeg" and not paired
+    dataset = RandomCropStream(images, args.resolution, args.seed, accelerator.process_index, jpeg_in_worker)
+    # Not passed to accelerator.prepare: every process draws its own crop stream (seeded by rank), which is
+    # cheaper than having the main process fetch and dispatch every batch.
+    loader = DataLoader(
+        dataset,
+        batch_size=args.train_batch_size,
+        num_workers=args.dataloader_num_workers,
+        pin_memory=accelerator.device.type == "cuda",
+        persistent_workers=args.dataloader_num_workers > 0,
+    )
+
+    model = build_model(args)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    scheduler = build_scheduler(args)
+    ema = EMAModel(model.parameters(), decay=args.ema_max_decay, use_ema_warmup=True, power=2 / 3) if args.use_ema else None
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay,
+    )
+    progress_state = {"time_fraction": 0.0}
+    # Stepped by hand once per optimizer step (accelerate's wrapper would step it once per process).
+    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, make_lr_lambda(args, progress_state))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(lr_scheduler)
+    if ema is not None:
+        ema.to(accelerator.device)
+        accelerator.register_for_checkpointing(ema)
+
+    degrader = DeviceDegrader(args.task, accelerator.device, seed=args.seed + 7919 * accelerator.process_index)
+    generator = torch.Generator(device=accelerator.device).manual_seed(args.seed + 104729 * accelerator.process_index)
+
+    global_step, elapsed_before, resumed_from = 0, 0.0, None
+    checkpoint = find_resume_checkpoint(args)
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        state = json.loads((checkpoint / STATE_FILE).read_text())
+        global_step, elapsed_before = state["global_step"], state["elapsed_seconds"]
+        adam_steps = [s["step"] for s in optimizer.optimizer.state.values() if "step" in s] if hasattr(optimizer, "optimizer") else []
+        resumed_from = {
+            "checkpoint": checkpoint.name,
+            "global_step": global_step,
+            "optimizer_step": int(float(adam_steps[0])) if adam_steps else 0,
+        }
+        logger.info(f"resumed from {checkpoint} at step {global_step} (optimizer step {resumed_from['optimizer_step']})")
+        degrader.reseed(args.seed + global_step)
+        generator.manual_seed(args.seed + global_step + 104729 * accelerator.process_index)
+    elif args.resume_from_checkpoint:
+        logger.info(f"no checkpoint in {output_dir}; starting a new run")
+
+    if accelerator.is_main_process and args.report_to != "none":
+        tracker_config = {k: (str(v) if isinstance(v, (list, tuple)) or v is None else v) for k, v in vars(args).items()}
+        accelerator.init_trackers("indi", config=tracker_config)
+    validation_clean = validation_batch(args, accelerator.device) if accelerator.is_main_process else None
+
+    total_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    logger.info(f"task {args.task}: {len(images)} training images, batch {total_batch}, eps {args.eps}, "
+                f"t_sampling {args.t_sampling}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
+    progress_bar = tqdm(
+        range(args.max_train_steps), initial=global_step, desc="steps", disable=not accelerator.is_local_main_process
+    )
+    start_time = time.perf_counter()
+    window_start, window_images, window_loss, window_batches = start_time, 0, 0.0, 0
+    history, last_good_checkpoint, stop_reason = [], None, "max_train_steps"
+    data_iter = iter(loader)
+    model.train()
+
+    while global_step < args.max_train_steps:
+        batch = next(data_iter)
+        clean = batch["clean"].to(accelerator.device, non_blocking=True).float() / 255.0
+        if "degraded" in batch:
+            degraded = batch["degraded"].to(accelerator.device, non_blocking=True).float() / 255.0
+        else:
+            degraded = degrader(clean)
+        t = scheduler.sample_t(clean.shape[0], generator=generator, device=accelerator.device)
+        noise = (
+            torch.randn(clean.shape, generator=generator, device=accelerator.device) if args.eps > 0 else None
+        )
+        x_t = scheduler.forward_sample(clean, degraded, t, noise)
+        if args.channels_last:
+            x_t = x_t.contiguous(memory_format=torch.channels_last)
+
+        with accelerator.accumulate(model):
+            with accelerator.autocast():
+                prediction = model(x_t, scheduler.t_to_timestep(t)).sample
+            error = prediction.float() - clean
+            loss = error.abs().mean() if args.loss == "l1" else error.square().mean()
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        window_loss += loss.detach()
+        window_batches += 1
+        window_images += clean.shape[0] * accelerator.num_processes
+        if not accelerator.sync_gradients:
+            continue
+        lr_scheduler.step()
+        if ema is not None:
+            ema.step(model.parameters())
+        global_step += 1
+        progress_bar.update(1)
+
+        elapsed = elapsed_before + time.perf_counter() - start_time
+        if args.max_train_minutes:
+            # Rank 0's clock decides, so all processes follow the same LR and stop at the same step.
+            elapsed = broadcast(torch.tensor([elapsed], device=accelerator.device), from_process=0).item()
+            progress_state["time_fraction"] = elapsed / (60.0 * args.max_train_minutes)
+
+        if global_step % args.logging_steps == 0 or global_step == args.max_train_steps:
+            mean_loss = accelerator.reduce(window_loss / window_batches, reduction="mean").item()
+            if not math.isfinite(mean_loss):
+                stop_reason = f"loss became {mean_loss} at step {global_step}"
+                accelerator.print(
+                    f"error: {stop_reason}; stopping. The last good checkpoint is "
+                    f"{last_good_checkpoint or 'none (no checkpoint was written yet)'}."
+                )
+                break
+            now = time.perf_counter()
+            images_per_second = window_images / (now - window_start)
+            logs = {"loss": mean_loss, "lr": lr_scheduler.get_last_lr()[0], "images_per_second": images_per_second}
+            progress_bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{images_per_second:.0f}")
+            accelerator.log(logs, step=global_step)
+            history.append({"step": global_step, "elapsed_s": round(elapsed, 1), **logs})
+            window_start, window_images, window_loss, window_batches = now, 0, 0.0, 0
+
+        if args.validation_steps and global_step % args.validation_steps == 0 and accelerator.is_main_process:
+            if validation_clean is not None:
+                model.eval()
+                unwrapped = accelerator.unwrap_model(model)
+                if ema is not None:
+                    ema.store(unwrapped.parameters())
+                    ema.copy_to(unwrapped.parameters())
+                results = validate(args, unwrapped, scheduler, degrader.fixed, validation_clean, task.upscale_factor,
+                                   global_step, accelerator)
+                if ema is not None:
+                    ema.restore(unwrapped.parameters())
+                model.train()
+                accelerator.log({f"validation/{k}": v for k, v in results.items()}, step=global_step)
+                logger.info(f"step {global_step} validation: " + ", ".join(f"{k} {v:.2f}" for k, v in results.items()))
+                history.append({"step": global_step, "validation": results})
+
+        time_up = args.max_train_minutes is not None and elapsed >= 60.0 * args.max_train_minutes
+        if global_step % args.checkpointing_steps == 0 or time_up:
+            state = {"global_step": global_step, "elapsed_seconds": elapsed}
+            save_checkpoint(accelerator, output_dir, global_step, state, args.checkpoints_total_limit)
+            last_good_checkpoint = f"{CHECKPOINT_PREFIX}{global_step}"
+        if time_up:
+            stop_reason = f"max_train_minutes={args.max_train_minutes}"
+            break
+
+    progress_bar.close()
+    accelerator.wait_for_everyone()
+    finished = not stop_reason.startswith("loss")
+    if accelerator.is_main_process and finished:
+        save_model_repo(args, accelerator, model, ema, scheduler, task, output_dir)
+    if accelerator.is_main_process:
+        wall = elapsed_before + time.perf_counter() - start_time
+        throughput = [h["images_per_second"] for h in history if "images_per_second" in h]
+        info = {
+            "task": args.task,
+            "world_size": accelerator.num_processes,
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
+            "mixed_precision": accelerator.mixed_precision,
+            "global_step": global_step,
+            "stop_reason": stop_reason,
+            "wall_seconds": round(wall, 1),
+            "images_per_second_median": sorted(throughput)[len(throughput) // 2] if throughput else None,
+            "resumed_from": resumed_from,
+            "command": " ".join(sys.argv),
+            "args": vars(args),
+            "history": history,
+        }
+        (output_dir / "train_info.json").write_text(json.dumps(info, indent=2))
+    accelerator.end_training()
+    if not finished:
+        raise SystemExit(3)
+
+
+def save_model_repo(args, accelerator, model, ema, scheduler, task, output_dir: Path):
+    """The final repo: model_index.json, scheduler/, unet/ (EMA weights, fp16 safetensors)."""
+    unwrapped = accelerator.unwrap_model(model)
+    final = InDINet.from_config(unwrapped.config)
+    final.load_state_dict(unwrapped.state_dict())
+    if ema is not None:
+        ema.copy_to(final.parameters())
+    pipe = InDIPipeline(unet=final.to(torch.float16), scheduler=scheduler, upscale_factor=task.upscale_factor,
+                        task=args.task)
+    pipe.save_pretrained(output_dir, safe_serialization=True)
+    logger.info(f"saved the model repo to {output_dir}")
+    if args.push_to_hub:
+        push_to_hub(output_dir, args.hub_model_id, args.hub_token)
+
+
+def push_to_hub(folder: Path, repo_id: str, token: str | None):
+    """Uploads the repo folder with huggingface_hub (needs network and a token)."""
+    from huggingface_hub import create_repo, upload_folder
+
+    create_repo(repo_id, exist_ok=True, token=token)
+    upload_folder(
+        repo_id=repo_id,
+        folder_path=str(folder),
+        token=token,
+        ignore_patterns=[f"{CHECKPOINT_PREFIX}*", f".tmp-{CHECKPOINT_PREFIX}*", "logs/*"],
+    )
+
+
+if __name__ == "__main__":
+    main()
