@@ -1,0 +1,88 @@
+"""Evaluation (train/eval_indi.py) and model-card generation (train/make_model_card.py) on a tiny model."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+from conftest import make_tiny_net
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "train"))
+
+import eval_indi  # noqa: E402
+import make_model_card  # noqa: E402
+
+
+def _photos(folder: Path, count: int = 2, size: int = 64) -> Path:
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        smooth = rng.random((size // 8, size // 8, 3))
+        image = PIL.Image.fromarray((smooth * 255).astype(np.uint8)).resize((size, size), PIL.Image.BICUBIC)
+        image.save(folder / f"photo{i}.png")
+    return folder
+
+
+def _repo(folder: Path, task: str, identity: bool, eps: float = 0.0) -> Path:
+    from indi_pipeline import InDIPipeline, InDIScheduler, get_task
+
+    net = make_tiny_net(perturb=not identity)
+    pipe = InDIPipeline(net, InDIScheduler(eps=eps), upscale_factor=get_task(task).upscale_factor, task=task)
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def _evaluate(repo: Path, photos: Path, task: str, *extra: str) -> dict:
+    return eval_indi.main([
+        "--model", str(repo), "--task", task, "--data_dir", str(photos), "--crop", "64", "--steps", "1", "2",
+        "--variation_seeds", "2", "--variation_images", "1", "--variation_crop", "32", "--threads", "1", *extra,
+    ])
+
+
+@pytest.mark.parametrize("task", ["jpeg", "sr4"])
+def test_identity_model_one_step_equals_the_input(tmp_path, task):
+    # A fresh InDINet is exactly the identity (zero layer scales and output conv): one step returns x_1 = y.
+    result = _evaluate(_repo(tmp_path / "repo", task, identity=True), _photos(tmp_path / "photos"), task)
+    table = result["table"]
+    assert [r["method"] for r in table] == ["bicubic" if task == "sr4" else "degraded input", "InDI", "InDI"]
+    assert [r["steps"] for r in table] == [None, 1, 2]
+    assert result["one_step"]["psnr"] == pytest.approx(table[0]["psnr"], abs=1e-4)
+    for row in table:
+        assert all(math.isfinite(row[k]) for k in ("psnr", "ssim", "lpips", "sharpness", "seconds"))
+    for suffix in ("json", "md", "png"):
+        assert (tmp_path / "repo" / f"eval_{result['setting']}.{suffix}").is_file()
+    assert len((tmp_path / "repo" / f"eval_{result['setting']}.md").read_text().strip().splitlines()) == 2 + len(table)
+
+
+def test_denoise_setting_extra_eps_and_variation(tmp_path):
+    repo = _repo(tmp_path / "repo", "denoise", identity=False, eps=0.05)
+    result = _evaluate(repo, _photos(tmp_path / "photos"), "denoise", "--sigma", "25", "--eps", "0")
+    assert result["setting"] == "sigma25"
+    eps_rows = {(r["eps"], r["steps"]) for r in result["table"] if r["method"] == "InDI"}
+    assert {(0.05, 1), (0.05, 2), (0.0, 1), (0.0, 10)} <= eps_rows  # eps 0 at 1 and the task's default steps
+    assert result["variation"]["mean_pixel_std_255"] > 0  # eps > 0: seeds differ
+    assert result["recommended_steps"] in (1, 2)
+
+
+def test_model_card_is_generated_from_the_evaluation(tmp_path):
+    from huggingface_hub import ModelCard
+
+    repo = _repo(tmp_path / "repo", "jpeg", identity=False, eps=0.02)
+    result = _evaluate(repo, _photos(tmp_path / "photos"), "jpeg")
+    info = {"args": {"loss": "l1", "learning_rate": 1e-3, "lr_warmup_steps": 10, "train_batch_size": 4,
+                     "resolution": 64, "ema_max_decay": 0.999, "seed": 0},
+            "mixed_precision": "no", "global_step": 5, "wall_seconds": 12.0, "device": "cpu",
+            "images_per_second_median": 3.0, "stop_reason": "max_train_steps", "command": "train_indi.py ..."}
+    (repo / "train_info.json").write_text(json.dumps(info))
+    make_model_card.main([str(repo), "--hub_org", "someone"])
+    card = ModelCard.load(repo / "README.md")
+    assert card.data.library_name == "diffusers" and card.data.pipeline_tag == "image-to-image"
+    assert {"indi", "jpeg"} <= set(card.data.tags)
+    values = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    assert values["PSNR (q10, 1 step)"] == pytest.approx(result["one_step"]["psnr"], abs=1e-4)
+    assert 'InDIPipeline.from_pretrained("someone/indi-jpeg")' in card.text
+    assert "Inversion by Direct Iteration" in card.text and "@article{delbracio2023indi" in card.text
