@@ -52,6 +52,7 @@ from device_degradation import DeviceDegrader  # noqa: E402
 logger = get_logger(__name__, log_level="INFO")
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_FILE = "train_state.json"
+TIME_SYNC_STEPS = 10
 
 
 def parse_args(argv=None):
@@ -135,6 +136,21 @@ def parse_args(argv=None):
     if args.eps is None:
         args.eps = get_task(args.task).eps
     return args
+
+
+def public_args(args) -> dict:
+    """The arguments as recorded in train_info.json and the tracker: without the Hub token."""
+    return {k: ("<redacted>" if k == "hub_token" and v else v) for k, v in vars(args).items()}
+
+
+def redact_command(argv: list[str]) -> list[str]:
+    out = list(argv)
+    for i, item in enumerate(out):
+        if item.startswith("--hub_token="):
+            out[i] = "--hub_token=<redacted>"
+        elif item == "--hub_token" and i + 1 < len(out):
+            out[i + 1] = "<redacted>"
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------ checkpoints
@@ -296,7 +312,9 @@ def main(argv=None):
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     scheduler = build_scheduler(args)
-    ema = EMAModel(model.parameters(), decay=args.ema_max_decay, use_ema_warmup=True, power=2 / 3) if args.use_ema else None
+    ema = None
+    if args.use_ema:
+        ema = EMAModel(model.parameters(), decay=args.ema_max_decay, use_ema_warmup=True, power=2 / 3, foreach=True)
     optimizer = torch.optim.AdamW(
         model.parameters(),
         lr=args.learning_rate,
@@ -328,13 +346,14 @@ def main(argv=None):
             "optimizer_step": int(float(adam_steps[0])) if adam_steps else 0,
         }
         logger.info(f"resumed from {checkpoint} at step {global_step} (optimizer step {resumed_from['optimizer_step']})")
-        degrader.reseed(args.seed + global_step)
+        degrader.reseed(args.seed + global_step + 7919 * accelerator.process_index)
+        dataset.seed = args.seed + global_step  # a fresh crop stream, not a replay of the run's first batches
         generator.manual_seed(args.seed + global_step + 104729 * accelerator.process_index)
     elif args.resume_from_checkpoint:
         logger.info(f"no checkpoint in {output_dir}; starting a new run")
 
     if accelerator.is_main_process and args.report_to != "none":
-        tracker_config = {k: (str(v) if isinstance(v, (list, tuple)) or v is None else v) for k, v in vars(args).items()}
+        tracker_config = {k: (str(v) if isinstance(v, (list, tuple)) or v is None else v) for k, v in public_args(args).items()}
         accelerator.init_trackers("indi", config=tracker_config)
     validation_clean = validation_batch(args, accelerator.device) if accelerator.is_main_process else None
 
@@ -388,10 +407,13 @@ def main(argv=None):
         progress_bar.update(1)
 
         elapsed = elapsed_before + time.perf_counter() - start_time
-        if args.max_train_minutes:
-            # Rank 0's clock decides, so all processes follow the same LR and stop at the same step.
+        time_up = False
+        if args.max_train_minutes and global_step % TIME_SYNC_STEPS == 0:
+            # Rank 0's clock decides, so all processes follow the same LR and stop at the same step. Only every
+            # TIME_SYNC_STEPS steps: a broadcast is a device sync that would stall the GPU's queue every step.
             elapsed = broadcast(torch.tensor([elapsed], device=accelerator.device), from_process=0).item()
             progress_state["time_fraction"] = elapsed / (60.0 * args.max_train_minutes)
+            time_up = elapsed >= 60.0 * args.max_train_minutes
 
         if global_step % args.logging_steps == 0 or global_step == args.max_train_steps:
             mean_loss = accelerator.reduce(window_loss / window_batches, reduction="mean").item()
@@ -426,7 +448,6 @@ def main(argv=None):
                 logger.info(f"step {global_step} validation: " + ", ".join(f"{k} {v:.2f}" for k, v in results.items()))
                 history.append({"step": global_step, "validation": results})
 
-        time_up = args.max_train_minutes is not None and elapsed >= 60.0 * args.max_train_minutes
         if global_step % args.checkpointing_steps == 0 or time_up:
             state = {"global_step": global_step, "elapsed_seconds": elapsed}
             save_checkpoint(accelerator, output_dir, global_step, state, args.checkpoints_total_limit)
@@ -453,11 +474,13 @@ def main(argv=None):
             "wall_seconds": round(wall, 1),
             "images_per_second_median": sorted(throughput)[len(throughput) // 2] if throughput else None,
             "resumed_from": resumed_from,
-            "command": " ".join(sys.argv),
-            "args": vars(args),
+            "command": " ".join(redact_command(sys.argv if argv is None else ["train/train_indi.py", *argv])),
+            "args": public_args(args),
             "history": history,
         }
         (output_dir / "train_info.json").write_text(json.dumps(info, indent=2))
+        if args.push_to_hub and finished:
+            push_to_hub(output_dir, args.hub_model_id, args.hub_token)
     accelerator.end_training()
     if not finished:
         raise SystemExit(3)
@@ -474,8 +497,6 @@ def save_model_repo(args, accelerator, model, ema, scheduler, task, output_dir: 
                         task=args.task)
     pipe.save_pretrained(output_dir, safe_serialization=True)
     logger.info(f"saved the model repo to {output_dir}")
-    if args.push_to_hub:
-        push_to_hub(output_dir, args.hub_model_id, args.hub_token)
 
 
 def push_to_hub(folder: Path, repo_id: str, token: str | None):
