@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,6 +19,7 @@ from diffusers.utils import BaseOutput, replace_example_docstring
 from .degradations import bicubic_upsample
 from .image_io import ImageBatch, merge, tensor_to_output, to_image_batches
 from .scheduling_indi import InDIScheduler
+from .tiling import AUTO_TILE_PIXELS, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, count_tiles, predict_tiled
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 
@@ -95,6 +97,34 @@ class InDIPipeline(DiffusionPipeline):
             if problem is None:
                 raise
             raise OSError(problem) from error
+
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        """Reads model_index.json like [`~ConfigMixin.load_config`], with a published repo's generated code set aside.
+
+        `train/publish.py` adds code generated from this package to an uploaded repo so that diffusers alone can load
+        it with ``trust_remote_code=True``: ``_class_name`` becomes ``["pipeline_indi", "InDIPipeline"]`` and
+        ``unet/indi_pipeline.network.py`` sits next to the weights. diffusers would run those files (or refuse to
+        load without ``trust_remote_code``) even for this class. This class and the installed package are that code:
+        the pipeline class stays ``cls``, and this package's components are named by the package itself, because
+        diffusers runs ``<component>/<library>.py`` whenever that file exists.
+        """
+        result = super().load_config(*args, **kwargs)
+        config = result[0] if isinstance(result, tuple) else result
+        if isinstance(config.get("_class_name"), (list, tuple)):
+            config["_class_name"] = config["_class_name"][-1]
+        package_name = __name__.split(".")[0]
+        package = sys.modules.get(package_name)
+        for name, entry in config.items():
+            if name.startswith("_") or not isinstance(entry, (list, tuple)) or len(entry) != 2:
+                continue
+            library, class_name = entry
+            if not isinstance(library, str) or not library.startswith(package_name + "."):
+                continue
+            component_class = getattr(sys.modules.get(library), str(class_name), None)
+            if component_class is not None and getattr(package, class_name, None) is component_class:
+                config[name] = [package_name, class_name]
+        return result
 
     @classmethod
     def download(cls, pretrained_model_name, **kwargs) -> str:
@@ -191,6 +221,35 @@ class InDIPipeline(DiffusionPipeline):
         mode = "reflect" if pad_h < height and pad_w < width else "replicate"
         return F.pad(x, (0, pad_w, 0, pad_h), mode=mode), (height, width)
 
+    def _tile_size_for(self, batch: ImageBatch, tile_size: int | None, overlap: int) -> int | None:
+        """The tile size for this batch (a multiple of the network's), or None to run it whole."""
+        multiple = self.input_multiple
+        height, width = (side * self.config.upscale_factor for side in batch.rgb.shape[-2:])
+        padded_h, padded_w = -(-height // multiple) * multiple, -(-width // multiple) * multiple
+        if tile_size is None:
+            if padded_h * padded_w <= AUTO_TILE_PIXELS:
+                return None
+            tile_size = DEFAULT_TILE_SIZE
+        if isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer)) or tile_size < 0:
+            raise ValueError(f"tile_size must be None, 0 (no tiling) or a positive integer, got {tile_size!r}")
+        if tile_size == 0 or (padded_h <= tile_size and padded_w <= tile_size):
+            return None
+        tile_size = -(-int(tile_size) // multiple) * multiple
+        if not 0 <= overlap < tile_size // 2:
+            raise ValueError(f"tile_overlap must be in [0, tile_size / 2) = [0, {tile_size // 2}), got {overlap}")
+        return tile_size
+
+    def _network_calls(self, batch: ImageBatch, tile_size: int | None, overlap: int, tile_batch_size: int) -> int:
+        """Network calls per step for a batch (the progress bar's unit)."""
+        if tile_size is None:
+            return 1
+        if not isinstance(tile_batch_size, (int, np.integer)) or tile_batch_size < 1:
+            raise ValueError(f"tile_batch_size must be a positive integer, got {tile_batch_size!r}")
+        multiple = self.input_multiple
+        height, width = (-(-side * self.config.upscale_factor // multiple) * multiple for side in batch.rgb.shape[-2:])
+        tiles = batch.rgb.shape[0] * count_tiles(height, width, tile_size, overlap, multiple)
+        return -(-tiles // tile_batch_size)
+
     @staticmethod
     def _generators_for(generator, start: int, count: int):
         """Slices a per-image list of generators for one same-size group; a single generator is shared."""
@@ -212,6 +271,9 @@ class InDIPipeline(DiffusionPipeline):
         return_trajectory: bool = False,
         callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["sample"],
+        tile_size: int | None = None,
+        tile_overlap: int = DEFAULT_TILE_OVERLAP,
+        tile_batch_size: int = 4,
     ) -> InDIPipelineOutput | tuple:
         r"""Restores degraded images.
 
@@ -236,6 +298,11 @@ class InDIPipeline(DiffusionPipeline):
                 may return a dict that replaces ``"sample"``.
             callback_on_step_end_tensor_inputs (`list[str]`): tensors passed in ``callback_kwargs``
                 (`"sample"`, `"pred_original_sample"`).
+            tile_size (`int`, *optional*):
+                Run the network on overlapping tiles of this size (rounded up to the network's multiple) to bound
+                memory on large images. `None` tiles automatically (512 px tiles) above 1 megapixel; 0 never tiles.
+            tile_overlap (`int`, defaults to 64): least overlap of neighbouring tiles, blended with smooth weights.
+            tile_batch_size (`int`, defaults to 4): tiles per network call.
 
         Examples:
 
@@ -252,13 +319,17 @@ class InDIPipeline(DiffusionPipeline):
         # A per-call scheduler: its step counter is state, and a shared one would break concurrent calls (the Space).
         scheduler = copy.deepcopy(self.scheduler)
         if eps is not None:
-            scheduler = InDIScheduler.from_config(scheduler.config, eps=float(eps))
+            scheduler = type(scheduler).from_config(scheduler.config, eps=float(eps))
         device = self._execution_device
         model_dtype = self.unet.dtype
+        tile_sizes = [self._tile_size_for(batch, tile_size, tile_overlap) for batch in batches]
+        network_calls = [
+            self._network_calls(batch, size, tile_overlap, tile_batch_size) for batch, size in zip(batches, tile_sizes)
+        ]
 
         outputs, trajectories, start = [], [], 0
-        with self.progress_bar(total=num_inference_steps * len(batches)) as progress_bar:
-            for batch in batches:
+        with self.progress_bar(total=num_inference_steps * sum(network_calls)) as progress_bar:
+            for batch, batch_tile_size in zip(batches, tile_sizes):
                 count = batch.rgb.shape[0]
                 batch_generator = self._generators_for(generator, start, count)
                 start += count
@@ -275,7 +346,20 @@ class InDIPipeline(DiffusionPipeline):
                 for i, t in enumerate(scheduler.timesteps):
                     model_input = scheduler.scale_model_input(sample, t).to(model_dtype)
                     timestep = t.to(device=device, dtype=torch.float32).expand(sample.shape[0])
-                    model_output = self.unet(model_input, timestep).sample
+                    if batch_tile_size is None:
+                        model_output = self.unet(model_input, timestep).sample
+                        progress_bar.update()
+                    else:
+                        model_output = predict_tiled(
+                            lambda tiles, times: self.unet(tiles, times).sample,
+                            model_input,
+                            timestep,
+                            batch_tile_size,
+                            tile_overlap,
+                            tile_batch_size,
+                            on_batch=lambda _: progress_bar.update(),
+                            align=self.input_multiple,
+                        )
                     step = scheduler.step(model_output, t, sample, generator=batch_generator)
                     sample = step.prev_sample
                     if callback_on_step_end is not None:
@@ -288,7 +372,6 @@ class InDIPipeline(DiffusionPipeline):
                         sample = callback_outputs.pop("sample", sample)
                     if return_trajectory:
                         frames.append(finish(sample))
-                    progress_bar.update()
 
                 outputs.append(finish(sample).float())
                 if return_trajectory:
