@@ -1,0 +1,409 @@
+"""Tests for train/train_indi.py (issue 3): tiny data in tmp folders, a tiny network, a few steps, offline.
+
+Process launches are the slow part (importing torch + diffusers takes ~10 s on the shared 2-core machine), so only
+three tests start processes: one plain single-process run, one two-process gloo run under `accelerate launch`, and
+a run that is killed with SIGKILL after a checkpoint. Everything else calls the script's ``main(argv)`` in-process.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "train" / "train_indi.py"
+
+# Tiny InDINet (input multiple 2 * 2**2 = 8; the script still asks for a crop that is a multiple of 32).
+TINY = ["--width", "8", "--encoder_blocks", "1", "1", "--decoder_blocks", "1", "1", "--middle_blocks", "1"]
+FAST = ["--resolution", "64", "--train_batch_size", "2", "--dataloader_num_workers", "0", "--lr_warmup_steps", "1",
+        "--logging_steps", "1", "--validation_steps", "0", "--seed", "0"]
+
+
+# ---------------------------------------------------------------------------------------------------------- helpers
+def _texture(seed: int, size: int = 80) -> Image.Image:
+    """Random texture with some structure (smoothed noise + stripes), uint8 RGB."""
+    rng = np.random.default_rng(seed)
+    noise = rng.random((size, size, 3))
+    smooth = (noise + np.roll(noise, 1, 0) + np.roll(noise, 1, 1) + np.roll(noise, (1, 1), (0, 1))) / 4
+    yy, xx = np.mgrid[:size, :size]
+    stripes = 0.5 + 0.5 * np.sin((xx + 2 * yy) * (0.2 + 0.1 * seed))[..., None]
+    return Image.fromarray((255 * (0.6 * smooth + 0.4 * stripes)).clip(0, 255).astype(np.uint8))
+
+
+def make_folder(folder: Path, n: int = 3, size: int = 80, seed: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        _texture(seed + i, size).save(folder / f"img{i}.png")
+    return folder
+
+
+def make_pairs(folder: Path, names=("a", "b", "c"), degraded_names=None) -> Path:
+    (folder / "clean").mkdir(parents=True, exist_ok=True)
+    (folder / "degraded").mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        _texture(i).save(folder / "clean" / f"{name}.png")
+    for i, name in enumerate(degraded_names if degraded_names is not None else names):
+        # a "real" degradation the library does not model: a colour cast plus quantisation
+        array = np.asarray(_texture(i)).astype(np.float32)
+        array = (np.round(array * np.array([0.9, 1.0, 0.8]) / 16) * 16).clip(0, 255).astype(np.uint8)
+        Image.fromarray(array).save(folder / "degraded" / f"{name}.png")
+    return folder
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def subprocess_env() -> dict:
+    env = dict(os.environ)
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", DIFFUSERS_OFFLINE="1", OMP_NUM_THREADS="1",
+               MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+    env.pop("ACCELERATE_CONFIG_FILE", None)
+    return env
+
+
+def run_script(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
+                            env=subprocess_env(), cwd=ROOT)
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def train_indi():
+    """The script as a module (its ``main(argv)`` runs a whole training in this process)."""
+    spec = importlib.util.spec_from_file_location("train_indi_under_test", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def clean_dir(tmp_path_factory):
+    return make_folder(tmp_path_factory.mktemp("clean") / "train")
+
+
+def info(out: Path) -> dict:
+    return json.loads((out / "train_info.json").read_text())
+
+
+def assert_fp16_repo(out: Path, t_sampling: str = "uniform") -> None:
+    from safetensors import safe_open
+
+    assert (out / "model_index.json").is_file()
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["_class_name"] == "InDIPipeline"
+    config = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
+    assert config["t_sampling"] == t_sampling
+    weights = out / "unet" / "diffusion_pytorch_model.safetensors"
+    assert (out / "unet" / "config.json").is_file() and weights.is_file()
+    with safe_open(str(weights), framework="pt") as f:
+        keys = list(f.keys())
+        assert keys
+        dtypes = {f.get_tensor(k).dtype for k in keys}
+    assert dtypes == {torch.float16}, dtypes
+
+
+def assert_restores(out: Path, size=(40, 36), factor: int = 1) -> None:
+    """The repo loads with InDIPipeline.from_pretrained and restores an odd-sized image to the right size."""
+    from indi_pipeline import InDIPipeline
+
+    pipe = InDIPipeline.from_pretrained(str(out), torch_dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    image = _texture(5, 48).crop((0, 0, *size))
+    restored = pipe(image, num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]
+    assert restored.size == (size[0] * factor, size[1] * factor)
+    array = np.asarray(restored)
+    assert array.dtype == np.uint8 and array.std() > 0
+
+
+# -------------------------------------------------------------------------------------------------- 1. one process
+def test_single_process_writes_loadable_fp16_repo(tmp_path, clean_dir):
+    out = tmp_path / "out"
+    run_script(["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir", str(out),
+                "--max_train_steps", "3", "--report_to", "none", *FAST, *TINY])
+    assert_fp16_repo(out)
+    data = info(out)
+    assert data["world_size"] == 1 and data["global_step"] == 3 and data["stop_reason"] == "max_train_steps"
+    assert data["resumed_from"] is None
+    assert data["images_per_second_median"] > 0
+    assert all(np.isfinite(h["loss"]) for h in data["history"] if "loss" in h)
+    assert_restores(out)
+
+
+# ------------------------------------------------------------------------------------------ 2. two processes, gloo
+def test_two_cpu_processes_gloo(tmp_path, clean_dir):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(free_port()), str(SCRIPT),
+           "--task", "sr4", "--train_data_dir", str(clean_dir), "--output_dir", str(out), "--max_train_steps", "2",
+           "--checkpointing_steps", "2", "--report_to", "none", *FAST, *TINY]
+    env = subprocess_env()
+    env["ACCELERATE_USE_CPU"] = "1"
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env, cwd=ROOT)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert "world size 2" in log
+    data = info(out)
+    assert data["world_size"] == 2 and data["global_step"] == 2
+    # both ranks took part in the checkpoint (one RNG state file each)
+    assert {p.name for p in (out / "checkpoint-2").glob("random_states_*.pkl")} == {
+        "random_states_0.pkl", "random_states_1.pkl"}
+    assert_fp16_repo(out)
+    assert json.loads((out / "model_index.json").read_text())["upscale_factor"] == 4
+    assert_restores(out, size=(12, 10), factor=4)
+
+
+# ---------------------------------------------------------------------------------------------- 3. checkpoints
+def test_resume_latest_restores_step_and_optimizer_state(tmp_path, clean_dir, train_indi):
+    out = tmp_path / "out"
+    common = ["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir", str(out),
+              "--checkpointing_steps", "2", "--checkpoints_total_limit", "2", "--report_to", "none", *FAST, *TINY]
+    train_indi.main([*common, "--max_train_steps", "4"])
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    assert info(out)["resumed_from"] is None
+    saved = torch.load(out / "checkpoint-4" / "optimizer.bin", weights_only=True)
+    assert {int(s["step"]) for s in saved["state"].values()} == {4}
+
+    train_indi.main([*common, "--max_train_steps", "6", "--resume_from_checkpoint", "latest"])
+    data = info(out)
+    assert data["resumed_from"] == {"checkpoint": "checkpoint-4", "global_step": 4, "optimizer_step": 4}
+    assert data["global_step"] == 6
+    assert [h["step"] for h in data["history"] if "loss" in h] == [5, 6]
+    # total limit 2: checkpoint-2 was removed when checkpoint-6 came
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-6"]
+    resumed = torch.load(out / "checkpoint-6" / "optimizer.bin", weights_only=True)
+    assert {int(s["step"]) for s in resumed["state"].values()} == {6}
+    state = json.loads((out / "checkpoint-6" / "train_state.json").read_text())
+    assert state["global_step"] == 6
+    assert_fp16_repo(out)
+
+
+def test_resume_from_missing_checkpoint_starts_fresh(tmp_path, clean_dir, train_indi):
+    out = tmp_path / "out"
+    train_indi.main(["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir", str(out),
+                     "--max_train_steps", "1", "--resume_from_checkpoint", "latest", "--report_to", "none",
+                     *FAST, *TINY])
+    assert info(out)["resumed_from"] is None and info(out)["global_step"] == 1
+
+
+def test_kill_after_checkpoint_then_resume_latest(tmp_path, clean_dir, train_indi):
+    out = tmp_path / "out"
+    common = ["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir", str(out),
+              "--checkpointing_steps", "2", "--checkpoints_total_limit", "2", "--report_to", "none", *FAST, *TINY]
+    log = open(tmp_path / "killed.log", "w")
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), *common, "--max_train_steps", "100000"],
+                            stdout=log, stderr=subprocess.STDOUT, env=subprocess_env(), cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 150
+        while not (out.exists() and train_indi.list_checkpoints(out)):
+            assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.05)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        log.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "train_info.json").exists() and not (out / "model_index.json").exists()
+
+    checkpoints = train_indi.list_checkpoints(out)
+    n = int(checkpoints[-1].name.split("-")[1])
+    assert n >= 2 and n % 2 == 0
+    # What a kill in the middle of a save leaves behind: a newer temporary folder. It must never be resumed from.
+    stray = out / f".tmp-checkpoint-{n + 1000}"
+    stray.mkdir(exist_ok=True)
+    (stray / "train_state.json").write_text(json.dumps({"global_step": n + 1000, "elapsed_seconds": 0.0}))
+    assert train_indi.list_checkpoints(out)[-1].name == f"checkpoint-{n}"
+
+    train_indi.main([*common, "--max_train_steps", str(n + 2), "--resume_from_checkpoint", "latest"])
+    data = info(out)
+    assert data["resumed_from"] == {"checkpoint": f"checkpoint-{n}", "global_step": n, "optimizer_step": n}
+    assert data["global_step"] == n + 2
+    assert_fp16_repo(out)
+
+
+# ---------------------------------------------------------------------------------------------- 4. real pairs
+def test_paired_data_dir_trains(tmp_path, train_indi):
+    pairs = make_pairs(tmp_path / "pairs")
+    out = tmp_path / "out"
+    train_indi.main(["--task", "jpeg", "--paired_data_dir", str(pairs), "--output_dir", str(out),
+                     "--max_train_steps", "2", "--report_to", "none", *FAST, *TINY])
+    assert_fp16_repo(out)
+    assert info(out)["global_step"] == 2
+    assert_restores(out)
+
+
+def test_paired_sr_accepts_low_resolution_degraded(tmp_path, train_indi):
+    pairs = tmp_path / "pairs"
+    make_pairs(pairs)
+    for path in (pairs / "degraded").iterdir():
+        Image.open(path).resize((20, 20), Image.BICUBIC).save(path)
+    images = train_indi.load_paired_folder(pairs, 64, upscale_factor=4)
+    assert len(images) == 3 and all(c.shape == d.shape == (80, 80, 3) for c, d in images)
+
+
+def _expect_data_error(train_indi, capsys, argv) -> str:
+    with pytest.raises(SystemExit) as excinfo:
+        train_indi.main(argv)
+    assert excinfo.value.code not in (0, None)
+    captured = capsys.readouterr()
+    return captured.out + captured.err
+
+
+def test_paired_mismatched_names_named(tmp_path, train_indi, capsys):
+    pairs = make_pairs(tmp_path / "pairs", names=("a", "b", "c"), degraded_names=("a", "b", "zz"))
+    out = tmp_path / "out"
+    message = _expect_data_error(train_indi, capsys, ["--task", "jpeg", "--paired_data_dir", str(pairs),
+                                                      "--output_dir", str(out), "--report_to", "none", *FAST, *TINY])
+    assert "clean/c.png" in message and "degraded/zz.png" in message
+    assert "a.png" not in message.replace("zz", "")  # matched pairs are not listed
+    assert not (out / "model_index.json").exists()
+
+
+def test_paired_empty_folder_named(tmp_path, train_indi, capsys):
+    pairs = make_pairs(tmp_path / "pairs")
+    for path in (pairs / "degraded").iterdir():
+        path.unlink()
+    (pairs / "degraded" / "notes.txt").write_text("not an image")
+    message = _expect_data_error(train_indi, capsys, ["--task", "jpeg", "--paired_data_dir", str(pairs),
+                                                      "--output_dir", str(tmp_path / "out"), "--report_to", "none",
+                                                      *FAST, *TINY])
+    assert str(pairs / "degraded") in message and "holds no images" in message
+
+
+def test_empty_and_missing_clean_folder(tmp_path, train_indi, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    base = ["--task", "denoise", "--output_dir", str(tmp_path / "out"), "--report_to", "none", *FAST, *TINY]
+    message = _expect_data_error(train_indi, capsys, ["--train_data_dir", str(empty), *base])
+    assert str(empty) in message and "holds no images" in message
+    message = _expect_data_error(train_indi, capsys, ["--train_data_dir", str(tmp_path / "nope"), *base])
+    assert str(tmp_path / "nope") in message and "does not exist" in message
+
+
+def test_unreadable_and_too_small_images_named(tmp_path, train_indi, capsys):
+    pairs = make_pairs(tmp_path / "pairs")
+    (pairs / "clean" / "b.png").write_bytes(b"this is text, not a PNG\n" * 10)
+    message = _expect_data_error(train_indi, capsys, ["--task", "jpeg", "--paired_data_dir", str(pairs),
+                                                      "--output_dir", str(tmp_path / "out"), "--report_to", "none",
+                                                      *FAST, *TINY])
+    assert str(pairs / "clean" / "b.png") in message and "unreadable" in message
+    assert "a.png" not in message and "c.png" not in message
+
+    clean = make_folder(tmp_path / "clean")
+    (clean / "broken.png").write_bytes(b"garbage")
+    Image.new("RGB", (40, 90)).save(clean / "small.png")
+    message = _expect_data_error(train_indi, capsys, ["--task", "denoise", "--train_data_dir", str(clean),
+                                                      "--output_dir", str(tmp_path / "out2"), "--report_to", "none",
+                                                      *FAST, *TINY])
+    assert str(clean / "broken.png") in message and str(clean / "small.png") in message
+    assert "smaller than the crop size 64" in message
+
+
+def test_argument_errors(tmp_path, train_indi, capsys):
+    base = ["--task", "denoise", "--output_dir", str(tmp_path / "out")]
+    for argv, text in [
+        ([*base, "--train_data_dir", "a", "--resolution", "48"], "multiple of 32"),
+        ([*base], "exactly one of"),
+        ([*base, "--train_data_dir", "a", "--paired_data_dir", "b"], "exactly one of"),
+        ([*base, "--train_data_dir", "a", "--push_to_hub"], "--hub_model_id"),
+    ]:
+        with pytest.raises(SystemExit) as excinfo:
+            train_indi.parse_args(argv)
+        assert excinfo.value.code == 2
+        assert text in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ 5. datasets imagefolder
+def test_dataset_name_imagefolder_offline(tmp_path, clean_dir, train_indi, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets_cache")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True, raising=False)
+    out = tmp_path / "out"
+    train_indi.main(["--task", "defocus_deblur", "--dataset_name", str(clean_dir), "--output_dir", str(out),
+                     "--max_train_steps", "2", "--report_to", "none", *FAST, *TINY])
+    assert_fp16_repo(out)
+    data = info(out)
+    assert data["global_step"] == 2 and data["args"]["dataset_name"] == str(clean_dir)
+
+
+# ------------------------------------------------------------------------------------------------ 6. push to hub
+def test_push_to_hub_uploads_output_folder_without_checkpoints(tmp_path, clean_dir, train_indi, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.utils import filter_repo_objects
+
+    pytest.importorskip("tensorboard")
+    calls = {}
+
+    def fake_create_repo(repo_id, **kwargs):
+        calls["create_repo"] = (repo_id, kwargs)
+
+    def fake_upload_folder(**kwargs):
+        folder = Path(kwargs["folder_path"])
+        calls["upload_folder"] = kwargs
+        calls["files_at_upload"] = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+    monkeypatch.setattr(huggingface_hub, "create_repo", fake_create_repo)
+    monkeypatch.setattr(huggingface_hub, "upload_folder", fake_upload_folder)
+
+    validation = tmp_path / "val"
+    validation.mkdir()
+    _texture(9, 256).save(validation / "v.png")
+    out = tmp_path / "out"
+    train_indi.main(["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir", str(out),
+                     "--max_train_steps", "2", "--checkpointing_steps", "1", "--report_to", "tensorboard",
+                     "--validation_data_dir", str(validation), "--validation_inference_steps", "2",
+                     "--push_to_hub", "--hub_model_id", "x/y", "--hub_token", "hf_secret_token", *FAST, *TINY,
+                     "--validation_steps", "2"])
+
+    assert calls["create_repo"][0] == "x/y"
+    upload = calls["upload_folder"]
+    assert upload["repo_id"] == "x/y" and Path(upload["folder_path"]) == out
+    assert upload["token"] == "hf_secret_token"
+    files = calls["files_at_upload"]
+    assert any(f.startswith("checkpoint-") for f in files) and any(f.startswith("logs/") for f in files)
+    uploaded = set(filter_repo_objects(files, ignore_patterns=upload["ignore_patterns"]))
+    assert not any(f.startswith(("checkpoint-", ".tmp-checkpoint-", "logs/")) for f in uploaded)
+    assert {"model_index.json", "scheduler/scheduler_config.json", "unet/config.json",
+            "unet/diffusion_pytorch_model.safetensors", "train_info.json"} <= uploaded
+    # the token never lands in the files of the repo or in the tensorboard logs
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert b"hf_secret_token" not in path.read_bytes(), path
+    data = info(out)
+    assert any("validation" in h for h in data["history"])
+    assert data["args"]["hub_token"] == "<redacted>"
+
+
+# ------------------------------------------------------------------------------------------- 7. t_sampling "one"
+def test_t_sampling_one_and_init_from(tmp_path, clean_dir, train_indi):
+    out = tmp_path / "one"
+    train_indi.main(["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir", str(out),
+                     "--t_sampling", "one", "--loss", "l2", "--no-use_ema", "--max_train_steps", "2",
+                     "--report_to", "none", *FAST, *TINY])
+    assert_fp16_repo(out, t_sampling="one")
+    assert info(out)["args"]["t_sampling"] == "one"
+
+    # fine-tune from that repo: the network config comes from it (not from the size flags)
+    tuned = tmp_path / "tuned"
+    train_indi.main(["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir", str(tuned),
+                     "--init_from", str(out), "--max_train_steps", "1", "--report_to", "none", *FAST])
+    assert json.loads((tuned / "unet" / "config.json").read_text())["width"] == 8
+    assert_fp16_repo(tuned)
