@@ -106,6 +106,15 @@ def table_markdown(evaluation: dict) -> str:
     return "\n".join(lines)
 
 
+def trade_off_sentence(evaluation: dict) -> str:
+    if evaluation["recommended_steps"] == 1:
+        return ("No step count above 1 lowered LPIPS while keeping PSNR within 1 dB of one step: for this model, "
+                "1 step is recommended and more steps do not add realistic detail (see Limitations).")
+    return (f"Recommended {evaluation['recommended_steps']} steps: LPIPS "
+            f"{100 * evaluation['lpips_reduction_vs_one_step']:.1f} % lower than 1 step, PSNR "
+            f"{evaluation['psnr_drop_vs_one_step']:.2f} dB lower.")
+
+
 def eps_cost(evaluation: dict) -> str:
     rows = {(r["eps"], r["steps"]): r for r in evaluation["table"] if r["method"] == "InDI"}
     without = rows.get((0.0, 1))
@@ -190,9 +199,7 @@ def build_card(folder: Path, hub_org: str | None) -> ModelCard:
             "",
             table_markdown(evaluation),
             "",
-            f"Recommended {evaluation['recommended_steps']} steps: LPIPS "
-            f"{100 * evaluation['lpips_reduction_vs_one_step']:.1f} % lower than 1 step, PSNR "
-            f"{evaluation['psnr_drop_vs_one_step']:.2f} dB lower.",
+            trade_off_sentence(evaluation),
             "",
             f"Sample variation (eps = {evaluation['model_eps']:g}): mean per-pixel standard deviation over "
             f"{variation['seeds']} seeds at {variation['steps']} steps = **{variation['mean_pixel_std_255']:.2f}/255** "
