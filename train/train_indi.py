@@ -12,6 +12,7 @@ Data: `--train_data_dir` (clean photos, degraded on the fly by `indi_pipeline.de
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import math
@@ -70,6 +71,11 @@ def parse_args(argv=None):
     parser.add_argument("--validation_data_dir", type=str, default=None, help="Clean images for periodic validation.")
     parser.add_argument("--resolution", type=int, default=128, help="Training crop size (multiple of the net's).")
     parser.add_argument("--dataloader_num_workers", type=int, default=2, help="DataLoader workers cutting crops.")
+    parser.add_argument(
+        "--synthetic_data",
+        action="store_true",
+        help="Benchmark only: train on one fixed random batch kept on the device, to measure what the loader costs.",
+    )
     # output and run length
     parser.add_argument("--output_dir", type=str, required=True, help="Where the model repo and checkpoints go.")
     parser.add_argument("--train_batch_size", type=int, default=16, help="Batch size per device.")
@@ -127,7 +133,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
 
     sources = [s for s in (args.train_data_dir, args.paired_data_dir, args.dataset_name) if s]
-    if len(sources) != 1:
+    if len(sources) != 1 and not (args.synthetic_data and not sources):
         parser.error("give exactly one of --train_data_dir, --paired_data_dir, --dataset_name")
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id")
@@ -236,6 +242,24 @@ def load_training_images(args, upscale_factor: int):
     return load_clean_folder(args.train_data_dir, args.resolution)
 
 
+def batch_stream(args, dataset, device):
+    """Training batches: DataLoader workers cutting crops, or (--synthetic_data) one fixed batch on the device."""
+    if dataset is None:
+        fixed = torch.randint(0, 256, (args.train_batch_size, 3, args.resolution, args.resolution), dtype=torch.uint8,
+                              generator=torch.Generator().manual_seed(args.seed)).to(device)
+        return itertools.repeat({"clean": fixed})
+    # Not passed to accelerator.prepare: every process draws its own crop stream (seeded by rank), which is
+    # cheaper than having the main process fetch and dispatch every batch.
+    loader = DataLoader(
+        dataset,
+        batch_size=args.train_batch_size,
+        num_workers=args.dataloader_num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=args.dataloader_num_workers > 0,
+    )
+    return iter(loader)
+
+
 def validation_batch(args, device) -> torch.Tensor | None:
     """Up to 4 fixed 256 px centre crops of the validation photos (or None)."""
     if not args.validation_data_dir:
@@ -290,23 +314,16 @@ def main(argv=None):
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
 
-    try:
-        images = load_training_images(args, task.upscale_factor)
-    except DataError as error:
-        accelerator.print(f"error: {error}")
-        raise SystemExit(2) from None
-    paired = args.paired_data_dir is not None
-    jpeg_in_worker = args.task == "jpeg" and not paired
-    dataset = RandomCropStream(images, args.resolution, args.seed, accelerator.process_index, jpeg_in_worker)
-    # Not passed to accelerator.prepare: every process draws its own crop stream (seeded by rank), which is
-    # cheaper than having the main process fetch and dispatch every batch.
-    loader = DataLoader(
-        dataset,
-        batch_size=args.train_batch_size,
-        num_workers=args.dataloader_num_workers,
-        pin_memory=accelerator.device.type == "cuda",
-        persistent_workers=args.dataloader_num_workers > 0,
-    )
+    if args.synthetic_data:
+        images, dataset = [], None
+    else:
+        try:
+            images = load_training_images(args, task.upscale_factor)
+        except DataError as error:
+            accelerator.print(f"error: {error}")
+            raise SystemExit(2) from None
+        jpeg_in_worker = args.task == "jpeg" and args.paired_data_dir is None
+        dataset = RandomCropStream(images, args.resolution, args.seed, accelerator.process_index, jpeg_in_worker)
 
     model = build_model(args)
     if args.channels_last:
@@ -347,7 +364,8 @@ def main(argv=None):
         }
         logger.info(f"resumed from {checkpoint} at step {global_step} (optimizer step {resumed_from['optimizer_step']})")
         degrader.reseed(args.seed + global_step + 7919 * accelerator.process_index)
-        dataset.seed = args.seed + global_step  # a fresh crop stream, not a replay of the run's first batches
+        if dataset is not None:
+            dataset.seed = args.seed + global_step  # a fresh crop stream, not a replay of the run's first batches
         generator.manual_seed(args.seed + global_step + 104729 * accelerator.process_index)
     elif args.resume_from_checkpoint:
         logger.info(f"no checkpoint in {output_dir}; starting a new run")
@@ -366,7 +384,7 @@ def main(argv=None):
     start_time = time.perf_counter()
     window_start, window_images, window_loss, window_batches = start_time, 0, 0.0, 0
     history, last_good_checkpoint, stop_reason = [], None, "max_train_steps"
-    data_iter = iter(loader)
+    data_iter = batch_stream(args, dataset, accelerator.device)
     model.train()
 
     while global_step < args.max_train_steps:

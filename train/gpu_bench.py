@@ -1,0 +1,86 @@
+#!/usr/bin/env python
+"""GPU inference figures for README's Performance section: 10-step restore of a 1024x1024 image, eager fp32 vs
+bf16 + channels_last (and torch.compile when asked), in ms and megapixels/s, plus the output difference in PSNR.
+
+    python train/gpu_bench.py --model model_cards/indi-denoise --json gpu_inference.json [--compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from indi_pipeline import InDIPipeline  # noqa: E402
+from indi_pipeline.metrics import psnr  # noqa: E402
+
+
+def timed(pipe, image, steps, repeats, device):
+    def run():
+        return pipe(image, num_inference_steps=steps, generator=torch.Generator().manual_seed(0), output_type="pt",
+                    tile_size=0).images
+
+    run()  # warm-up (cuDNN autotuning, allocations)
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = run()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2], out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="GPU inference benchmark of an InDI repo.")
+    parser.add_argument("--model", required=True, help="Model repo folder.")
+    parser.add_argument("--size", type=int, default=1024, help="Square image size.")
+    parser.add_argument("--steps", type=int, default=10, help="InDI steps.")
+    parser.add_argument("--repeats", type=int, default=5, help="Timed repeats (median).")
+    parser.add_argument("--compile", action="store_true", help="Also try torch.compile (compile time reported).")
+    parser.add_argument("--device", default="cuda", help="Device (cpu only for testing the script).")
+    parser.add_argument("--json", default=None, help="Write the results here.")
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = True
+    image = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0)).to(device)
+    megapixels = args.size * args.size / 1e6
+    pipe = InDIPipeline.from_pretrained(args.model).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    rows = {}
+    seconds, reference = timed(pipe, image, args.steps, args.repeats, device)
+    rows["eager fp32"] = {"ms": seconds * 1000, "megapixels_per_s": megapixels / seconds}
+    pipe.unet.to(dtype=torch.bfloat16, memory_format=torch.channels_last)
+    seconds, out = timed(pipe, image, args.steps, args.repeats, device)
+    rows["bf16 + channels_last"] = {"ms": seconds * 1000, "megapixels_per_s": megapixels / seconds,
+                                    "psnr_vs_fp32_db": psnr(out.float(), reference.float()).item()}
+    if args.compile:
+        start = time.perf_counter()
+        pipe.unet = torch.compile(pipe.unet, mode="max-autotune-no-cudagraphs")
+        seconds, out = timed(pipe, image, args.steps, 1, device)
+        compile_s = time.perf_counter() - start - seconds
+        seconds, out = timed(pipe, image, args.steps, args.repeats, device)
+        rows["bf16 + channels_last + compile"] = {"ms": seconds * 1000, "megapixels_per_s": megapixels / seconds,
+                                                  "compile_s": compile_s,
+                                                  "psnr_vs_fp32_db": psnr(out.float(), reference.float()).item()}
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    result = {"device": name, "size": args.size, "steps": args.steps, "torch": torch.__version__, "rows": rows}
+    print(f"{name}, {args.size}x{args.size}, {args.steps} steps")
+    for label, row in rows.items():
+        extra = "".join(f", {k} {v:.2f}" for k, v in row.items() if k not in ("ms", "megapixels_per_s"))
+        print(f"  {label:32s} {row['ms']:9.1f} ms  {row['megapixels_per_s']:7.2f} MP/s{extra}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
