@@ -149,7 +149,7 @@ def build_card(folder: Path, hub_org: str | None) -> ModelCard:
     gain = main["gain_over_input_db_one_step"]
     input_label = main["table"][0]["method"]
     sections = [
-        f"# {task.repo_name}: {task.title.lower()} with InDI",
+        f"# {task.repo_name}: {task.title} with InDI",
         "",
         f"{task.description} An [Inversion by Direct Iteration](https://openreview.net/forum?id=VmyFF5lL3F) model "
         f"(Delbracio & Milanfar, TMLR 2023): it restores in small steps from the degraded image (t = 1) to the clean "
