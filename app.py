@@ -1,0 +1,645 @@
+"""InDI image restoration: the Gradio Space (also `python app.py` on a laptop).
+
+A demo that teaches Inversion by Direct Iteration (Delbracio & Milanfar, TMLR 2023): restoration is a walk from the
+degraded image (t = 1) to a clean one (t = 0) in small steps, and the number of steps is the perception-distortion
+dial. Every restoration goes through `InDIPipeline` (design.md §2); this file only wires it to a UI.
+
+Environment:
+    INDI_MODEL_SOURCE     "local" (default: the bundled `model_cards/indi-<task>` folders, see `indi_pipeline.tasks`)
+                          or "hub" (the Hub repos `<INDI_HUB_ORG>/indi-<task>`)
+    INDI_MODEL_REVISION   with INDI_MODEL_SOURCE=hub: a pinned revision (tag, branch or commit) for every repo
+    INDI_MODEL_DIR        where the bundled repos live (default `model_cards/`)
+    INDI_APP_MAX_PIXELS   largest image restored, counted at the output size (default 2.1 MP)
+    INDI_APP_THREADS      torch CPU threads (default: torch's choice)
+    GRADIO_SERVER_PORT / GRADIO_SERVER_NAME   where `python app.py` serves (Gradio's own variables)
+
+API (gradio_client):
+    from gradio_client import Client, handle_file
+    before_after, report, trajectory = Client("http://127.0.0.1:7860/").predict(
+        handle_file("photo.png"), api_name="/restore")   # every other parameter has a default
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import io
+import math
+import os
+import shutil
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import PIL.Image
+import PIL.ImageOps
+import torch
+
+from indi_pipeline import InDIPipeline, metrics
+from indi_pipeline.degradations import degrade_pil, pil_to_tensor
+from indi_pipeline.image_io import tensor_to_output
+from indi_pipeline.tasks import MODEL_DIR_ENV, TASKS, Task
+
+APP_DIR = Path(__file__).resolve().parent
+EXAMPLES_DIR = APP_DIR / "examples"
+
+MODEL_SOURCE_ENV = "INDI_MODEL_SOURCE"
+MODEL_REVISION_ENV = "INDI_MODEL_REVISION"
+MAX_PIXELS = int(float(os.environ.get("INDI_APP_MAX_PIXELS", "2.1e6")))  # per restored image, at the output size
+MIN_SIDE = 8  # px, of the image the walk runs on
+MAX_STEPS = 50
+MAX_SAMPLES = 8
+TRAJECTORY_FRAMES = 6
+def _bundled(spec: Task) -> bool:
+    return (spec.local_path / "model_index.json").is_file()
+
+
+# The tasks the Space offers: all of them from the Hub, else those whose model repo is bundled (a task without a
+# trained model yet is left out rather than offered and refused).
+AVAILABLE_TASKS = [
+    task_id for task_id, spec in TASKS.items() if os.environ.get(MODEL_SOURCE_ENV) == "hub" or _bundled(spec)
+] or list(TASKS)
+# Default to a same-size task: an upscaling default would make every large upload exceed the size limit.
+DEFAULT_TASK = next((t for t in AVAILABLE_TASKS if TASKS[t].upscale_factor == 1), AVAILABLE_TASKS[0])
+DEFAULT_STEPS = TASKS[DEFAULT_TASK].default_steps
+DEFAULT_EPS = TASKS[DEFAULT_TASK].eps
+HEATMAP_CMAP = "magma"
+OUTPUT_MAX_AGE_S = 600  # our PNGs only need to live until Gradio has copied them into its cache
+
+STEPS_INFO = (
+    "The perception-distortion dial: 1 step is the smooth regression answer (best PSNR, blurry); "
+    "more steps give sharper, more realistic detail."
+)
+
+if os.environ.get("INDI_APP_THREADS"):
+    torch.set_num_threads(int(os.environ["INDI_APP_THREADS"]))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Models: loaded once per task, shared by every request
+# ---------------------------------------------------------------------------------------------------------------
+_PIPELINES: dict[str, InDIPipeline] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+def model_location(task: Task) -> tuple[str, str | None]:
+    """Where the task's model is loaded from: a local folder (revision None) or a Hub repo id and its pinned
+    revision (None = the default branch)."""
+    source = os.environ.get(MODEL_SOURCE_ENV, "local").strip().lower()
+    if source == "hub":
+        return task.hub_repo_id, os.environ.get(MODEL_REVISION_ENV) or None
+    if source != "local":
+        raise gr.Error(f"{MODEL_SOURCE_ENV} must be 'local' or 'hub', got {source!r}")
+    folder = task.local_path
+    if not (folder / "model_index.json").is_file():
+        raise gr.Error(
+            f"No model for task '{task.task_id}' ({task.title}): looked for {folder}/model_index.json. "
+            f"Train it (train/), point {MODEL_DIR_ENV} at another folder, or set {MODEL_SOURCE_ENV}=hub "
+            f"to use {task.hub_repo_id}."
+        )
+    return str(folder), None
+
+
+def get_pipeline(task: Task) -> InDIPipeline:
+    """The task's pipeline, loaded on first use and cached; gr.Error naming the task and the place if missing."""
+    with _LOAD_LOCK:
+        pipe = _PIPELINES.get(task.task_id)
+        if pipe is not None:
+            return pipe
+        where, revision = model_location(task)
+        try:
+            pipe = InDIPipeline.from_pretrained(where, revision=revision)
+        except OSError as error:  # missing repo / files, offline without a cache, unreadable weights
+            at = f"{where}@{revision}" if revision else where
+            raise gr.Error(f"Could not load the model for task '{task.task_id}' from {at}: {error}") from error
+        pipe.set_progress_bar_config(disable=True)  # gr.Progress shows the steps instead
+        # NHWC convolutions: ~25 % faster per step on CPU (the same output up to float rounding, ~5e-7).
+        pipe.unet.to(memory_format=torch.channels_last)
+        _PIPELINES[task.task_id] = pipe
+        return pipe
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Input checks
+# ---------------------------------------------------------------------------------------------------------------
+def _task(task_id) -> Task:
+    if not isinstance(task_id, str) or task_id not in TASKS:
+        raise gr.Error(f"Unknown task {task_id!r}; choose one of: {', '.join(TASKS)}")
+    return TASKS[task_id]
+
+
+def _number(value, name: str, low: float, high: float | None = None, whole: bool = False) -> float:
+    """A finite number in [low, high] (a whole one with `whole`), else gr.Error naming the parameter."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and low <= value and (high is None or value <= high) and (not whole or value == int(value))
+    if not ok:
+        kind = "a whole number" if whole else "a number"
+        show = (lambda v: str(int(v))) if whole else (lambda v: f"{v:g}")
+        bounds = f"from {show(low)} to {show(high)}" if high is not None else f">= {show(low)}"
+        raise gr.Error(f"{name} must be {kind} {bounds}, got {value!r}")
+    return int(value) if whole else float(value)
+
+
+def _megapixels(pixels: int) -> str:
+    return f"{pixels / 1e6:.2f} MP"
+
+
+def check_size(width: int, height: int, scale: int = 1, count: int = 1) -> None:
+    """gr.Error unless `count` images of width x height, restored `scale` times larger, fit MAX_PIXELS."""
+    out_w, out_h = width * scale, height * scale
+    if min(out_w, out_h) < MIN_SIDE:
+        raise gr.Error(f"The image is {width}×{height} px; it needs at least {MIN_SIDE} px on each side.")
+    pixels = out_w * out_h * count
+    if pixels > MAX_PIXELS:
+        walk = f", restored {scale}× larger to {out_w}×{out_h}" if scale > 1 else ""
+        batch = f", × {count} samples" if count > 1 else ""
+        raise gr.Error(
+            f"The image is {width}×{height} px{walk}{batch} = {_megapixels(pixels)}; the limit is "
+            f"{_megapixels(MAX_PIXELS)}. Crop or downscale it (tiled restoration of large images is not available yet)."
+        )
+
+
+def _upload_path(image: str | dict | None) -> str:
+    """The uploaded file's path, from a path or from the raw file payload the restore events get.
+
+    The restore events run with preprocess=False: Gradio's image preprocessing opens every upload with PIL before
+    the handler runs, so a file that is not an image would fail there with an error the visitor never sees. Gradio
+    still checks that the payload's path is a file uploaded to its cache; the handler opens it (`open_image`).
+    """
+    path = image.get("path") if isinstance(image, dict) else image
+    if not path:
+        raise gr.Error("Upload an image first (or click one of the examples).")
+    return str(path)
+
+
+def open_image(image: str | dict | None, scale: int = 1) -> PIL.Image.Image:
+    """The upload as an 8-bit RGB (or RGBA) PIL image, upright; gr.Error for non-images, damaged or huge files.
+
+    The size is checked from the header, before any pixel is decoded (`scale`: the restored output's magnification).
+    """
+    path = _upload_path(image)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)  # check_size decides
+        try:
+            image = PIL.Image.open(path)
+        except PIL.UnidentifiedImageError:
+            raise gr.Error(
+                "This file is not an image that can be read. Upload a PNG, JPEG, WebP, BMP or TIFF photo."
+            ) from None
+        except PIL.Image.DecompressionBombError as error:
+            raise gr.Error(f"The image is far too large ({error}); the limit is {_megapixels(MAX_PIXELS)}.") from None
+        check_size(*image.size, scale=scale)
+        try:
+            image.load()
+        except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt pixel data
+            raise gr.Error(
+                f"The image file is damaged or truncated and cannot be decoded ({error}). Re-save it and upload again."
+            ) from None
+    image = PIL.ImageOps.exif_transpose(image)
+    return _to_8bit(image)
+
+
+def _to_8bit(image: PIL.Image.Image) -> PIL.Image.Image:
+    """RGB, or RGBA where the image has transparency (the pipeline passes alpha through untouched)."""
+    if image.mode in ("RGB", "RGBA"):
+        return image
+    if image.mode.startswith("I") or image.mode == "F":  # 16/32-bit grayscale: scale, do not clip
+        array = np.asarray(image, dtype=np.float32)
+        peak = 1.0 if image.mode == "F" else 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        return PIL.Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    has_alpha = image.mode in ("LA", "La", "PA", "RGBa") or "transparency" in image.info
+    return image.convert("RGBA" if has_alpha else "RGB")
+
+
+def _strength(task: Task, noise_level: float | None) -> tuple[float, str]:
+    """The walk's start t: 1, or sigma / sigma_max for denoising with a known noise level (in 8-bit levels)."""
+    noise_level = _number(0 if noise_level is None else noise_level, "noise_level", 0, 255)
+    if noise_level == 0:
+        return 1.0, ""
+    if task.sigma_max is None:
+        return 1.0, f" (the noise level {noise_level:g}/255 was ignored: it is for denoising only)"
+    try:
+        strength = task.strength_for_sigma(float(noise_level) / 255.0)
+    except ValueError as error:
+        raise gr.Error(f"Noise level: {error}") from None
+    return strength, f", known noise level {noise_level:g}/255 → strength {strength:.2f}"
+
+
+def _prepare(image, task: Task, degrade_first: bool) -> tuple[PIL.Image.Image, PIL.Image.Image | None]:
+    """(the pipeline's input, the clean original or None). With degrade_first the upload is a clean photo that is
+    degraded here by the library's own degradation of the task (seed 0), so metrics against it can be shown."""
+    if not degrade_first:
+        return open_image(image, scale=task.upscale_factor), None
+    clean = open_image(image, scale=1).convert("RGB")
+    if task.upscale_factor > 1:
+        factor = task.upscale_factor
+        if min(clean.size) < factor * MIN_SIDE:
+            raise gr.Error(f"A clean photo for {task.title} needs at least {factor * MIN_SIDE} px on each side.")
+        clean = clean.crop((0, 0, clean.width - clean.width % factor, clean.height - clean.height % factor))
+    return degrade_pil(task.task_id, clean, seed=0), clean
+
+
+def _before(degraded: PIL.Image.Image, task: Task) -> PIL.Image.Image:
+    """What the walk starts from, at the output size (bicubic upscale for super-resolution, as the pipeline does)."""
+    if task.upscale_factor == 1:
+        return degraded
+    size = (degraded.width * task.upscale_factor, degraded.height * task.upscale_factor)
+    return degraded.resize(size, PIL.Image.BICUBIC)
+
+
+def _generator(seed) -> torch.Generator:
+    return torch.Generator().manual_seed(_number(seed, "seed", 0, 2**32 - 1, whole=True))
+
+
+def _progress_callback(progress: gr.Progress, steps: int, what: str):
+    """callback_on_step_end that moves the Gradio progress bar one InDI step at a time."""
+
+    def on_step_end(pipe, step_index, timestep, callback_kwargs):
+        t = float(timestep) / pipe.scheduler.config.num_train_timesteps  # the walk's t in [0, 1] before this step
+        progress((step_index + 1, steps), desc=f"{what}: step {step_index + 1}/{steps} (from t = {t:.2f})")
+        return {}
+
+    return on_step_end
+
+
+_OUTPUT_DIR = Path(tempfile.mkdtemp(prefix="indi-app-"))
+atexit.register(shutil.rmtree, _OUTPUT_DIR, ignore_errors=True)
+
+
+def _png(image: PIL.Image.Image, name: str) -> str:
+    """Saves a lossless PNG for an output component and returns its path.
+
+    Gradio would encode PIL outputs itself (format="png" on the components), but at zlib level 6: ~0.2 s per
+    512x512 image on one core, over a second for the slider plus the trajectory. Level 1 is 6x faster for ~15 %
+    more bytes. Files older than OUTPUT_MAX_AGE_S are removed (Gradio serves its own copies).
+    """
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    data = buffer.getvalue()
+    path = _OUTPUT_DIR / f"{name}-{hashlib.sha256(data).hexdigest()[:20]}.png"
+    path.write_bytes(data)
+    cutoff = time.time() - OUTPUT_MAX_AGE_S
+    for old in _OUTPUT_DIR.iterdir():
+        try:
+            if old.stat().st_mtime < cutoff:
+                old.unlink()
+        except FileNotFoundError:  # removed by a concurrent request
+            pass
+    return str(path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Handlers
+# ---------------------------------------------------------------------------------------------------------------
+def _metrics_table(clean, before, restored, task: Task, steps: int) -> str:
+    x = pil_to_tensor(clean)
+    rows = []
+    for name, image in (
+        ("bicubic 4× upscale" if task.upscale_factor > 1 else "degraded input", before),
+        (f"restored, {steps} step{'s' if steps > 1 else ''}", restored),
+    ):
+        y = pil_to_tensor(image)
+        psnr = float(metrics.psnr(y, x)[0])
+        lpips = float(metrics.lpips(y, x)[0])
+        rows.append(f"| {name} | {psnr:.2f} dB | {lpips:.3f} |")
+    return (
+        "| against the clean original | PSNR ↑ | LPIPS ↓ |\n|---|---|---|\n"
+        + "\n".join(rows)
+        + "\n\n*1 step aims at the best PSNR (a smooth average); more steps aim at realism (lower LPIPS). "
+        "Move the Steps slider and press Restore to compare.*"
+    )
+
+
+def restore(
+    image: str | dict | None,
+    task: str = DEFAULT_TASK,
+    steps: int = DEFAULT_STEPS,
+    seed: int = 0,
+    eps: float = DEFAULT_EPS,
+    noise_level: float = 0,
+    degrade_first: bool = False,
+    progress: gr.Progress = gr.Progress(),
+) -> tuple[tuple[str, str], str, list[tuple[str, str]]]:
+    """Restores an image with the task's InDI model.
+
+    Args:
+        image: the degraded photo (for "sr4" the low-resolution image; the result is 4x larger).
+        task: one of motion_deblur, defocus_deblur, sr4, jpeg, denoise.
+        steps: number of InDI steps, 1-50 (1 = regression: best PSNR, smooth; more = sharper, more realistic).
+        seed: seed of the path noise (same seed, same result).
+        eps: path noise level of the walk (the models were trained with 0.02; denoise with 0.01).
+        noise_level: denoise only: the known noise sigma in 8-bit levels (1-50); 0 = unknown (start at t = 1).
+        degrade_first: the upload is a clean photo: degrade it with the task's degradation (seed 0) first and report
+            PSNR / LPIPS against it.
+
+    Returns:
+        (before, after) images for the slider, a Markdown report, and ~6 frames of the walk with their t.
+    """
+    spec = _task(task)
+    steps = _number(steps, "steps", 1, MAX_STEPS, whole=True)
+    eps = _number(eps, "eps", 0.0, 0.5)
+    generator = _generator(seed)
+    strength, strength_note = _strength(spec, noise_level)
+    degraded, clean = _prepare(image, spec, bool(degrade_first))
+    pipe = get_pipeline(spec)
+
+    started = time.perf_counter()
+    out = pipe(
+        degraded,
+        num_inference_steps=steps,
+        strength=strength,
+        generator=generator,
+        eps=eps,
+        output_type="pt",  # frames stay tensors; only the ones shown become images
+        return_trajectory=True,
+        callback_on_step_end=_progress_callback(progress, steps, spec.title),
+    )
+    seconds = time.perf_counter() - started
+    restored = tensor_to_output(out.images, "pil")[0]
+    before = _before(degraded, spec)
+    before_path, restored_path = _png(before, "before"), _png(restored, "restored")
+
+    count = min(TRAJECTORY_FRAMES, steps + 1)
+    picks = sorted({int(round(k)) for k in np.linspace(0, steps, count)})
+    gallery = []
+    for k in picks:
+        label = "start" if k == 0 else "result" if k == steps else f"step {k}"
+        frame = restored_path if k == steps else _png(tensor_to_output(out.trajectory[k], "pil")[0], f"t{k}")
+        gallery.append((frame, f"t = {out.timesteps[k]:.2f} · {label}"))
+
+    report = (
+        f"**{spec.title}**: {restored.width}×{restored.height} px, {steps} step{'s' if steps > 1 else ''}, "
+        f"eps {eps:g}, seed {int(seed)}{strength_note}; restored in {seconds:.1f} s."
+    )
+    if clean is not None:
+        report += "\n\n" + _metrics_table(clean, before, restored, spec, steps)
+    return (before_path, restored_path), report, gallery
+
+
+def run_example(image: str, task: str, degrade_first: bool):
+    """The examples: a clean photo, degraded for its task, restored with the task's defaults (cached lazily)."""
+    spec = _task(task)
+    return restore(image, task, steps=spec.default_steps, seed=0, eps=spec.eps, degrade_first=degrade_first)
+
+
+def _heatmap(std: np.ndarray, vmax: float) -> PIL.Image.Image:
+    """Per-pixel std (H, W) as a colour image at the photo's size, with a labelled colour scale below it."""
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    cmap = colormaps[HEATMAP_CMAP]
+    heat = (cmap(np.clip(std / vmax, 0.0, 1.0))[..., :3] * 255.0 + 0.5).astype(np.uint8)
+    height, width = std.shape
+    strip_width = max(width, 360)
+    dpi = 100
+    figure = Figure(figsize=(strip_width / dpi, 0.75), dpi=dpi, facecolor="white")
+    axes = figure.add_axes((0.05, 0.62, 0.90, 0.25))
+    colorbar = figure.colorbar(
+        ScalarMappable(norm=Normalize(0.0, vmax * 255.0), cmap=cmap), cax=axes, orientation="horizontal"
+    )
+    colorbar.ax.tick_params(labelsize=8, length=2, pad=1)
+    colorbar.set_label("per-pixel std across samples (grey levels of 255)", fontsize=8, labelpad=1)
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    strip = np.asarray(canvas.buffer_rgba())[..., :3]
+    sheet = np.full((height + strip.shape[0], strip_width, 3), 255, dtype=np.uint8)
+    left = (strip_width - width) // 2
+    sheet[:height, left : left + width] = heat
+    sheet[height:, : strip.shape[1]] = strip[:, :strip_width]
+    return PIL.Image.fromarray(sheet)
+
+
+def sample_uncertainty(
+    image: str | dict | None,
+    task: str = DEFAULT_TASK,
+    steps: int = DEFAULT_STEPS,
+    seed: int = 0,
+    eps: float = DEFAULT_EPS,
+    noise_level: float = 0,
+    degrade_first: bool = False,
+    samples: int = 4,
+    progress: gr.Progress = gr.Progress(),
+) -> tuple[str, str, str]:
+    """Draws `samples` restorations with seeds seed, seed+1, ... in one batched pipeline call.
+
+    Returns the mean image, a heatmap of the per-pixel standard deviation (where the model is unsure) and a
+    Markdown summary. Other arguments as for /restore.
+    """
+    spec = _task(task)
+    steps = _number(steps, "steps", 1, MAX_STEPS, whole=True)
+    eps = _number(eps, "eps", 0.0, 0.5)
+    samples = _number(samples, "samples", 2, MAX_SAMPLES, whole=True)
+    first = _generator(seed)  # validates the seed
+    generators = [first] + [torch.Generator().manual_seed(int(seed) + k) for k in range(1, samples)]
+    strength, strength_note = _strength(spec, noise_level)
+    degraded, _ = _prepare(image, spec, bool(degrade_first))
+    check_size(degraded.width, degraded.height, scale=spec.upscale_factor, count=samples)
+    pipe = get_pipeline(spec)
+
+    # One (K, H, W, C) array = one batch of K through the network, each sample with its own generator.
+    batch = np.repeat(np.asarray(degraded)[None], samples, axis=0)
+    started = time.perf_counter()
+    out = pipe(
+        batch,
+        num_inference_steps=steps,
+        strength=strength,
+        generator=generators,
+        eps=eps,
+        output_type="np",
+        callback_on_step_end=_progress_callback(progress, steps, f"{samples} samples"),
+    )
+    seconds = time.perf_counter() - started
+    rgb = out.images[..., :3].astype(np.float64)
+    mean = tensor_to_output(torch.from_numpy(out.images.mean(axis=0))[None].permute(0, 3, 1, 2), "pil")[0]
+    std = rgb.std(axis=0, ddof=1).mean(axis=-1)  # sample std over the K samples, averaged over R, G, B
+    vmax = max(float(np.percentile(std, 99.5)), 0.5 / 255.0)
+    summary = (
+        f"**{samples} samples** of {spec.title} ({steps} steps, eps {eps:g}, "
+        f"seeds {int(seed)}–{int(seed) + samples - 1}{strength_note}) in one batched call: {seconds:.1f} s.\n\n"
+        f"Mean per-pixel std: **{std.mean() * 255:.2f}** grey levels of 255 (max {std.max() * 255:.1f}). "
+        f"The colour scale runs from 0 (black: every sample agrees) to {vmax * 255:.1f} (yellow, the 99.5th "
+        "percentile): bright regions are where the model is unsure and each seed invents different detail."
+    )
+    if eps == 0:
+        summary += "\n\n*eps = 0 makes the walk deterministic, so every sample is the same: raise eps in Advanced.*"
+    return _png(mean, "mean"), _png(_heatmap(std, vmax), "std"), summary
+
+
+def on_task_change(task: str):
+    spec = _task(task)
+    input_label = (
+        f"Low-resolution image (the result is {spec.upscale_factor}× larger)"
+        if spec.upscale_factor > 1
+        else "Degraded image"
+    )
+    return (
+        gr.update(info=spec.description),
+        gr.update(label=input_label),
+        gr.update(value=spec.eps),
+        gr.update(visible=True) if spec.sigma_max is not None else gr.update(visible=False, value=0),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The interface
+# ---------------------------------------------------------------------------------------------------------------
+INTRO = """
+# InDI: image restoration by small steps
+**Inversion by Direct Iteration** (Delbracio & Milanfar, TMLR 2023) restores a photo by walking from the degraded
+image (t = 1) to a clean one (t = 0): each step mixes a little of the network's guess of the clean image into the
+current one. One step is plain regression; more steps trade a little PSNR for much more realistic detail.
+"""
+
+# (clean photo in examples/, the task it is degraded for); sources and licences: examples/SOURCES.md
+EXAMPLES = [
+    ("dogs.png", "motion_deblur"),
+    ("ladybird.png", "defocus_deblur"),
+    ("mountains.png", "sr4"),
+    ("cups.png", "jpeg"),
+    ("nuthatch.png", "denoise"),
+]
+
+
+def available_examples() -> list[tuple[str, str]]:
+    """The examples, each photo moved to an offered task when its own task has no model yet."""
+    return [
+        (name, task_id if task_id in AVAILABLE_TASKS else AVAILABLE_TASKS[i % len(AVAILABLE_TASKS)])
+        for i, (name, task_id) in enumerate(EXAMPLES)
+    ]
+
+
+def build_demo() -> gr.Blocks:
+    task_choices = [(TASKS[task_id].title, task_id) for task_id in AVAILABLE_TASKS]
+    default = TASKS[DEFAULT_TASK]
+    with gr.Blocks(title="InDI image restoration") as demo:
+        # Made here (the examples fill it), placed in the Trajectory tab below.
+        trajectory = gr.Gallery(
+            label="Trajectory x_t",
+            columns=TRAJECTORY_FRAMES,
+            height=230,
+            format="png",
+            object_fit="contain",
+            preview=False,
+            render=False,
+        )
+        gr.Markdown(INTRO)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2, min_width=320):
+                task = gr.Dropdown(
+                    task_choices, value=DEFAULT_TASK, label="Task", info=default.description, elem_id="task-dropdown"
+                )
+                image = gr.Image(
+                    label="Degraded image",
+                    type="filepath",
+                    image_mode=None,
+                    sources=["upload", "clipboard"],
+                    height=300,
+                    elem_id="input-image",
+                )
+                degrade_first = gr.Checkbox(
+                    False,
+                    label="This is a clean photo: degrade it for the task first (seed 0) and show PSNR / LPIPS",
+                )
+                steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="Steps", info=STEPS_INFO)
+                with gr.Accordion("Advanced", open=False):
+                    eps = gr.Slider(
+                        0.0,
+                        0.1,
+                        value=DEFAULT_EPS,
+                        step=0.005,
+                        label="Path noise eps",
+                        info="Noise added along the walk; different seeds then give different plausible results "
+                        "(0 = deterministic). Reset to the model's training value when the task changes.",
+                    )
+                    seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=2**32 - 1)
+                    noise_level = gr.Slider(
+                        0,
+                        50,
+                        value=0,
+                        step=1,
+                        label="Known noise level σ (out of 255)",
+                        info="Denoising only: start the walk at t = σ / 50 (strength). 0 = unknown, start at t = 1.",
+                        visible=default.sigma_max is not None,
+                    )
+                run = gr.Button("Restore", variant="primary", elem_id="restore-button")
+            with gr.Column(scale=3, min_width=360):
+                slider = gr.ImageSlider(
+                    label="Before / after",
+                    format="png",
+                    type="pil",
+                    buttons=["download", "fullscreen"],
+                    max_height=560,
+                    elem_id="before-after",
+                )
+                report = gr.Markdown(
+                    "Pick an example below, or upload a degraded photo and press **Restore**.",
+                    label="Report",
+                    elem_id="report",
+                )
+        gr.Examples(
+            examples=[[str(EXAMPLES_DIR / name), task_id, True] for name, task_id in available_examples()],
+            inputs=[image, task, degrade_first],
+            outputs=[slider, report, trajectory],
+            fn=run_example,
+            cache_examples=True,
+            cache_mode="lazy",
+            visible_columns=[0],
+            label="Examples: clean photos, degraded on the fly for their task "
+            "(motion blur, defocus, 4× super-resolution, JPEG, noise)",
+        )
+        with gr.Tabs():
+            with gr.Tab("Trajectory"):
+                gr.Markdown(
+                    "The walk from the degraded image (t = 1) to the result (t = 0): each frame is the image x_t "
+                    "after a step. Detail appears gradually as t goes down."
+                )
+                trajectory.render()
+            with gr.Tab("Uncertainty"):
+                gr.Markdown(
+                    "Restoration is ambiguous: many clean images fit one degraded photo. Draw K restorations with "
+                    "different seeds (one batched pipeline call, same steps / eps / noise level as above) and see "
+                    "their mean and where they disagree."
+                )
+                with gr.Row():
+                    samples = gr.Slider(2, MAX_SAMPLES, value=4, step=1, label="Samples K", scale=3)
+                    sample_button = gr.Button("Draw K samples", scale=1)
+                with gr.Row():
+                    mean_image = gr.Image(label="Mean of the K samples", format="png", type="pil")
+                    heatmap = gr.Image(label="Per-pixel standard deviation", format="png", type="pil")
+                uncertainty_report = gr.Markdown(label="Uncertainty report")
+
+        params = [image, task, steps, seed, eps, noise_level, degrade_first]
+        task.change(on_task_change, task, [task, image, eps, noise_level], queue=False, api_visibility="private")
+        run.click(
+            restore,
+            params,
+            [slider, report, trajectory],
+            api_name="restore",
+            concurrency_limit=1,
+            concurrency_id="model",
+            preprocess=False,  # the handler opens the upload itself (see _upload_path)
+        )
+        sample_button.click(
+            sample_uncertainty,
+            params + [samples],
+            [mean_image, heatmap, uncertainty_report],
+            api_name="uncertainty",
+            concurrency_limit=1,
+            concurrency_id="model",
+            preprocess=False,  # the handler opens the upload itself (see _upload_path)
+        )
+    demo.queue(max_size=16, default_concurrency_limit=1)
+    return demo
+
+
+demo = build_demo()
+
+if __name__ == "__main__":
+    demo.launch(max_file_size="10mb")

@@ -1,0 +1,158 @@
+"""The Space, end to end: the real app.py in a subprocess on a free local port, called with gradio_client.
+
+Offline and small: tiny crops of a bundled example photo, 1-10 steps, one torch thread (INDI_TEST_THREADS). Uses the
+bundled trained models (model_cards/indi-<task>, or $INDI_MODEL_DIR); a test whose model is missing is skipped.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app_server import REPO, running_app
+from indi_pipeline.tasks import TASKS
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+EXAMPLE = REPO / "examples" / "cups.png"
+# The app offers the tasks whose model is bundled and defaults to the first of them (app.AVAILABLE_TASKS).
+BUNDLED = [t for t, spec in TASKS.items() if (spec.local_path / "model_index.json").is_file()]
+DEFAULT_TASK = next((t for t in BUNDLED if TASKS[t].upscale_factor == 1), BUNDLED[0] if BUNDLED else "motion_deblur")
+
+
+def needs(*tasks: str):
+    """Skip unless the bundled models of `tasks` exist."""
+    missing = [str(TASKS[t].local_path) for t in tasks if not (TASKS[t].local_path / "model_index.json").is_file()]
+    return pytest.mark.skipif(bool(missing), reason=f"no trained model at {', '.join(missing)}")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("uploads")
+    paths = {name: folder / f"{name}.png" for name in ("small", "text", "truncated", "huge")}
+    with Image.open(EXAMPLE) as photo:
+        photo.convert("RGB").crop((200, 100, 264, 148)).save(paths["small"])  # 64x48
+    paths["text"].write_text("This is a text file with a .png name, not an image.\n")
+    paths["truncated"].write_bytes(EXAMPLE.read_bytes()[:3000])  # valid header, cut inside the pixel data
+    Image.new("RGB", (2000, 1500), (90, 120, 150)).save(paths["huge"])  # 3 MP, a tiny file
+    return paths
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    with running_app(tmp_path_factory.mktemp("app")) as url:
+        yield Client(url, verbose=False)
+
+
+def _restore(client, path, **kwargs):
+    before_after, report, trajectory = client.predict(handle_file(str(path)), api_name="/restore", **kwargs)
+    before, after = before_after
+    return Image.open(before), Image.open(after), report, trajectory
+
+
+@needs(DEFAULT_TASK)
+def test_restore_with_defaults_returns_png_of_input_size(client, files):
+    before, after, report, trajectory = _restore(client, files["small"])  # every parameter but the image defaulted
+    size = (256, 192) if DEFAULT_TASK == "sr4" else (64, 48)
+    assert after.format == "PNG" and after.size == size and before.size == size
+    assert TASKS[DEFAULT_TASK].title in report and "10 steps" in report
+    captions = [frame["caption"] for frame in trajectory]
+    assert len(captions) == 6 and captions[0].startswith("t = 1.00") and captions[-1].startswith("t = 0.00")
+
+
+@needs("sr4")
+def test_super_resolution_output_is_4x_larger(client, files):
+    before, after, _, _ = _restore(client, files["small"], task="sr4", steps=1)
+    assert after.size == (256, 192) and before.size == (256, 192)  # before: the bicubic upscale the walk starts at
+
+
+@needs("jpeg")
+def test_steps_change_the_result(client, files):
+    _, one, _, _ = _restore(client, files["small"], task="jpeg", steps=1)
+    _, ten, _, _ = _restore(client, files["small"], task="jpeg", steps=10)
+    difference = np.abs(np.asarray(one, dtype=np.float32) - np.asarray(ten, dtype=np.float32)).mean()
+    assert difference > 0.5  # grey levels
+
+
+@needs("jpeg")
+def test_clean_photo_is_degraded_and_scored(client, files):
+    _, _, report, _ = _restore(client, files["small"], task="jpeg", steps=2, degrade_first=True)
+    assert "PSNR" in report and "LPIPS" in report and report.count(" dB") == 2
+
+
+@needs(DEFAULT_TASK, "jpeg")
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("text", "not an image"),
+        ("truncated", "damaged or truncated"),
+        ("huge", "2000×1500 px = 3.00 MP; the limit is 2.10 MP"),
+    ],
+)
+def test_bad_upload_is_a_clear_error_and_the_server_keeps_serving(client, files, name, message):
+    with pytest.raises(AppError, match=message):
+        client.predict(handle_file(str(files[name])), api_name="/restore")
+    _, after, _, _ = _restore(client, files["small"], task="jpeg", steps=1)
+    assert after.size == (64, 48)
+
+
+@needs(DEFAULT_TASK, "denoise")
+def test_bad_parameter_is_a_clear_error(client, files):
+    with pytest.raises(AppError, match="steps must be a whole number from 1 to 50, got 0"):
+        client.predict(handle_file(str(files["small"])), steps=0, api_name="/restore")
+    with pytest.raises(AppError, match="outside"):  # 80/255 is above the denoiser's sigma_max of 50/255
+        client.predict(handle_file(str(files["small"])), task="denoise", noise_level=80, api_name="/restore")
+
+
+@pytest.mark.parametrize("task", [pytest.param(task, marks=needs(task)) for task in TASKS])
+def test_every_bundled_model_loads_and_restores(client, files, task):
+    _, after, report, _ = _restore(client, files["small"], task=task, steps=1)
+    assert after.size == ((256, 192) if task == "sr4" else (64, 48)), report
+
+
+@needs("jpeg")
+def test_uncertainty_samples_in_one_call(client, files):
+    mean, heatmap, report = client.predict(
+        handle_file(str(files["small"])), task="jpeg", steps=2, samples=3, api_name="/uncertainty"
+    )
+    assert Image.open(mean).size == (64, 48)
+    assert Image.open(heatmap).width >= 64  # the heatmap with its colour scale below
+    assert "3 samples" in report and "Mean per-pixel std" in report
+
+
+def test_upload_over_the_file_size_limit_is_refused(client, tmp_path):
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\0" * (10 * 1024 * 1024 + 1))  # launch(max_file_size="10mb")
+    with pytest.raises(ValueError, match="exceeds the maximum file size of 10485760 bytes"):
+        client.predict(handle_file(str(big)), api_name="/restore")
+
+
+@pytest.fixture(scope="module")
+def app_module():
+    spec = importlib.util.spec_from_file_location("indi_space_app", REPO / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_missing_model_names_the_task_and_where_it_looked(app_module, monkeypatch, tmp_path):
+    import gradio as gr
+
+    task = app_module.TASKS["jpeg"]
+    monkeypatch.setattr(app_module, "_PIPELINES", {})
+    monkeypatch.setenv("INDI_MODEL_DIR", str(tmp_path))
+    with pytest.raises(gr.Error, match=f"No model for task 'jpeg'.*{tmp_path / 'indi-jpeg'}/model_index.json"):
+        app_module.get_pipeline(task)
+
+    # The Hub source (offline here, with no cache): the error names the repo id and the pinned revision.
+    monkeypatch.setenv("INDI_MODEL_SOURCE", "hub")
+    monkeypatch.setenv("INDI_HUB_ORG", "someone")
+    monkeypatch.setenv("INDI_MODEL_REVISION", "v1.0")
+    with pytest.raises(gr.Error, match="Could not load the model for task 'jpeg' from someone/indi-jpeg@v1.0"):
+        app_module.get_pipeline(task)
