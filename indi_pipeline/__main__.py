@@ -1,0 +1,8 @@
+"""``python -m indi_pipeline ...`` is the ``indi`` command line."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

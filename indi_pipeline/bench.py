@@ -1,0 +1,461 @@
+"""``indi bench``: how fast is the network, and how much does the pipeline add around it?
+
+Measures, under ``torch.inference_mode`` after warm-up, the median of ``--repeats`` runs of
+
+* one forward of the network at each ``--sizes`` (square, batch 1), in the default (contiguous) memory format and
+  in ``channels_last`` (model and input both), and says which is faster;
+* a full ``--steps``-step restore through :class:`InDIPipeline` (``output_type="pt"``) at ``--compare-size`` against
+  ``--steps`` raw forwards of the same network on the same input: the ratio is the pipeline's overhead
+  (target <= 1.05);
+* optionally (``--compare-unet``) one forward of a diffusers ``UNet2DModel`` of about 2.5 M parameters at
+  ``--compare-size``.
+
+Prints a Markdown table (machine, parameters, times) and writes the same numbers as JSON with ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+DESCRIPTION = (
+    "Time the InDI network (forward at several sizes, contiguous vs channels_last), the pipeline's overhead over "
+    "raw forwards, and optionally a diffusers UNet2DModel of about 2.5M parameters. Prints a Markdown table and "
+    "optionally writes JSON."
+)
+OVERHEAD_TARGET = 1.05
+
+# A diffusers UNet2DModel of ~2.5 M parameters (2,537,187): the comparison row of `--compare-unet`.
+UNET_COMPARISON_CONFIG = dict(
+    in_channels=3,
+    out_channels=3,
+    block_out_channels=(32, 64, 128),
+    layers_per_block=1,
+    down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "UpBlock2D", "UpBlock2D"),
+    norm_num_groups=32,
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default=None,
+        metavar="PATH_OR_REPO_ID",
+        help="pipeline folder or Hub repo id whose network to time; default: a randomly initialised InDINet() with "
+        "the default (zoo) config",
+    )
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[256, 512, 1024], help="square input sizes in px (default: 256 512 1024)"
+    )
+    parser.add_argument("--steps", type=int, default=10, help="steps of the pipeline-overhead restore (default: 10)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement; the median is reported (default: 5)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs before each measurement (default: 1)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice, usually the cores)"
+    )
+    parser.add_argument(
+        "--compare-size",
+        type=int,
+        default=512,
+        help="image size of the pipeline-overhead and UNet2DModel rows (default: 512)",
+    )
+    parser.add_argument(
+        "--compare-unet", action="store_true", help="also time a diffusers UNet2DModel of ~2.5M parameters"
+    )
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run (default: cpu)")
+    parser.add_argument("--json", default=None, metavar="OUT.json", help="also write the results to this JSON file")
+
+
+# ----------------------------------------------------------------------------------------------------- machine info
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (falls back to platform.processor())."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages (other work on the machine slows the timings down)."""
+    return [round(value, 2) for value in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def machine_info(device: str) -> dict:
+    import diffusers
+
+    info = {
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": device,
+    }
+    info["load_average_start"] = load_average()
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+# ------------------------------------------------------------------------------------------------------------ timing
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: int, device: str = "cpu") -> dict:
+    """Wall time of each ``fns[name]()`` in milliseconds: median, min and all runs, after ``warmup`` untimed calls.
+
+    The functions are timed interleaved (a, b, a, b, ...) rather than one after the other, so that a change of
+    load on the machine during the measurement hits all of them alike and their ratio stays meaningful.
+    """
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    with torch.inference_mode():
+        for fn in fns.values():
+            for _ in range(warmup):
+                fn()
+        _sync(device)
+        for _ in range(repeats):
+            for name, fn in fns.items():
+                start = time.perf_counter()
+                fn()
+                _sync(device)
+                times[name].append((time.perf_counter() - start) * 1000.0)
+    return {
+        name: {"median_ms": statistics.median(runs), "min_ms": min(runs), "runs_ms": [round(t, 3) for t in runs]}
+        for name, runs in times.items()
+    }
+
+
+def _timestep(device: str) -> torch.Tensor:
+    return torch.full((1,), 500.0, device=device)
+
+
+def time_forward(net, size: int, repeats: int, warmup: int, device: str) -> dict:
+    """One forward at ``size`` x ``size``: ``{"contiguous": stats, "channels_last": stats}`` (model and input both)."""
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    net_cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    timestep = _timestep(device)
+    return time_ms(
+        {"contiguous": lambda: net(x, timestep), "channels_last": lambda: net_cl(x_cl, timestep)},
+        repeats,
+        warmup,
+        device,
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------ models
+def _perturb(net: torch.nn.Module) -> torch.nn.Module:
+    """A fresh InDINet starts as the identity (zero layer scales / FiLM); give those weights small random values
+    so that every layer does real arithmetic, like a trained model (the timing does not depend on the values)."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in net.named_parameters():
+            if name.endswith(("scale1", "scale2")) or name.startswith("time_mlp.2"):
+                param.copy_(0.02 * torch.randn(param.shape, generator=generator))
+    return net
+
+
+def load_network(model: str | None):
+    """(network, scheduler, description): the default InDINet() or the network of a saved pipeline / network."""
+    from .network import InDINet
+    from .pipeline_indi import InDIPipeline
+    from .scheduling_indi import InDIScheduler
+
+    if model is None:
+        torch.manual_seed(0)
+        return _perturb(InDINet()), InDIScheduler(eps=0.02), "InDINet() default config (random weights)"
+    path = Path(model)
+    if path.is_dir() and not (path / "model_index.json").exists() and (path / "config.json").exists():
+        return InDINet.from_pretrained(path), InDIScheduler(eps=0.02), f"InDINet from {model}"
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.disable_progress_bar()
+    try:
+        pipe = InDIPipeline.from_pretrained(model)
+    except Exception as error:  # noqa: BLE001 - report any loader failure in one line
+        raise SystemExit(f"indi: error: cannot load the model {model!r}: {type(error).__name__}: {error}") from None
+    return pipe.unet, pipe.scheduler, f"{type(pipe.unet).__name__} from {model}"
+
+
+def _null_network(like: torch.nn.Module) -> torch.nn.Module:
+    """A network that returns its input at once, with the same input multiple as ``like``: the pipeline around it
+    takes only the pipeline's own time (image conversion, padding, scheduler steps, output)."""
+    from diffusers.configuration_utils import ConfigMixin, register_to_config
+    from diffusers.models.modeling_utils import ModelMixin
+    from diffusers.models.unets.unet_2d import UNet2DOutput
+
+    class NullNet(ModelMixin, ConfigMixin):
+        @register_to_config
+        def __init__(self, in_channels: int = 3, input_multiple: int = 1):
+            super().__init__()
+            self.anchor = torch.nn.Parameter(torch.zeros(1))  # gives the model a device and a dtype
+
+        @property
+        def input_multiple(self) -> int:
+            return self.config.input_multiple
+
+        def forward(self, sample, timestep, return_dict: bool = True):
+            return UNet2DOutput(sample=sample) if return_dict else (sample,)
+
+    reference = next(like.parameters())  # fp16 networks: the null one stays fp32, which only changes a cast
+    multiple = int(getattr(like, "input_multiple", 1))
+    return NullNet(input_multiple=multiple).to(device=reference.device)
+
+
+def count_parameters(net: torch.nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+# -------------------------------------------------------------------------------------------------------------- run
+def run_bench(
+    model: str | None = None,
+    sizes: tuple[int, ...] = (256, 512, 1024),
+    steps: int = 10,
+    repeats: int = 5,
+    warmup: int = 1,
+    threads: int | None = None,
+    compare_size: int = 512,
+    compare_unet: bool = False,
+    device: str = "cpu",
+    log: Callable[[str], None] | None = print,
+) -> dict:
+    """Runs the benchmark and returns the results as a JSON-ready dict (see the module docstring)."""
+    log = log or (lambda message: None)
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _run_bench(model, sizes, steps, repeats, warmup, compare_size, compare_unet, device, log)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run_bench(model, sizes, steps, repeats, warmup, compare_size, compare_unet, device, log) -> dict:
+    from .pipeline_indi import InDIPipeline
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("indi: error: --device cuda was asked for, but torch sees no CUDA GPU")
+
+    net, scheduler, description = load_network(model)
+    net = net.to(device).eval()
+    multiple = int(getattr(net, "input_multiple", 1))
+    for size in (*sizes, compare_size):
+        if size % multiple:
+            raise SystemExit(f"indi: error: size {size} is not a multiple of the network's input multiple {multiple}")
+
+    results = {
+        "machine": machine_info(device),
+        "model": {
+            "source": description,
+            "class": type(net).__name__,
+            "parameters": count_parameters(net),
+            "config": {k: v for k, v in dict(net.config).items() if not k.startswith("_")},
+        },
+        "settings": {
+            "sizes": list(sizes),
+            "steps": steps,
+            "repeats": repeats,
+            "warmup": warmup,
+            "compare_size": compare_size,
+            "batch": 1,
+            "inference_mode": True,
+        },
+        "forward": [],
+    }
+
+    # 1. Forward time per size, both memory formats.
+    for size in sizes:
+        log(f"forward {size}x{size} ...")
+        timings = time_forward(net, size, repeats, warmup, device)
+        contiguous, channels_last = timings["contiguous"], timings["channels_last"]
+        best = "channels_last" if channels_last["median_ms"] < contiguous["median_ms"] else "contiguous"
+        results["forward"].append(
+            {
+                "size": size,
+                "contiguous_ms": round(contiguous["median_ms"], 3),
+                "channels_last_ms": round(channels_last["median_ms"], 3),
+                "best_memory_format": best,
+                "ms": round(min(contiguous["median_ms"], channels_last["median_ms"]), 3),
+                "contiguous_runs_ms": contiguous["runs_ms"],
+                "channels_last_runs_ms": channels_last["runs_ms"],
+            }
+        )
+
+    # 2. Pipeline overhead: a full restore vs the same number of raw forwards on the same input, with the network
+    #    in the faster memory format at this size. The pipeline gets the image as a user passes it (contiguous);
+    #    the raw forwards get the input in the network's format.
+    same_size = [row for row in results["forward"] if row["size"] == compare_size]
+    if same_size:
+        memory_format = same_size[0]["best_memory_format"]
+    else:
+        timings = time_forward(net, compare_size, max(1, min(repeats, 3)), warmup, device)
+        faster = timings["channels_last"]["median_ms"] < timings["contiguous"]["median_ms"]
+        memory_format = "channels_last" if faster else "contiguous"
+    torch_format = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
+    log(f"pipeline {steps} steps at {compare_size}x{compare_size} ({memory_format}) ...")
+    net_for_pipe = copy.deepcopy(net).to(memory_format=torch_format)
+    pipe = InDIPipeline(unet=net_for_pipe, scheduler=copy.deepcopy(scheduler))
+    pipe.set_progress_bar_config(disable=True)
+    image = torch.rand(1, 3, compare_size, compare_size, generator=torch.Generator().manual_seed(1))
+    x = image.to(device).contiguous(memory_format=torch_format)
+    timesteps = [torch.full((1,), 1000.0 * (1 - i / steps), device=device) for i in range(steps)]
+
+    def restore():
+        pipe(image, num_inference_steps=steps, generator=torch.Generator().manual_seed(0), output_type="pt")
+
+    def raw_forwards():
+        for timestep in timesteps:
+            net_for_pipe(x, timestep)
+
+    # The same restore around a network that costs nothing: the pipeline's own time, which (unlike the ratio of
+    # two long runs) stays readable when other work on the machine makes the runs noisy.
+    null_pipe = InDIPipeline(unet=_null_network(net), scheduler=copy.deepcopy(scheduler))
+    null_pipe.set_progress_bar_config(disable=True)
+
+    def restore_null():
+        null_pipe(image, num_inference_steps=steps, generator=torch.Generator().manual_seed(0), output_type="pt")
+
+    timings = time_ms({"pipeline": restore, "raw": raw_forwards}, repeats, warmup, device)
+    pipeline, raw = timings["pipeline"], timings["raw"]
+    alone = time_ms({"null": restore_null}, max(repeats, 5), max(warmup, 1), device)["null"]
+    ratio = pipeline["median_ms"] / raw["median_ms"]
+    results["pipeline_overhead"] = {
+        "size": compare_size,
+        "steps": steps,
+        "pipeline_ms": round(pipeline["median_ms"], 3),
+        "raw_forwards_ms": round(raw["median_ms"], 3),
+        "ratio": round(ratio, 4),
+        "ratio_of_minimums": round(pipeline["min_ms"] / raw["min_ms"], 4),
+        "pipeline_alone_ms": round(alone["median_ms"], 3),
+        "pipeline_alone_fraction": round(alone["median_ms"] / raw["median_ms"], 4),
+        "target": OVERHEAD_TARGET,
+        "within_target": ratio <= OVERHEAD_TARGET,
+        "pipeline_runs_ms": pipeline["runs_ms"],
+        "raw_forwards_runs_ms": raw["runs_ms"],
+        "memory_format": memory_format,
+    }
+
+    # 3. Optional: a diffusers UNet2DModel of ~2.5 M parameters at the same size.
+    results["unet2d"] = None
+    if compare_unet:
+        from diffusers import UNet2DModel
+
+        log(f"UNet2DModel at {compare_size}x{compare_size} ...")
+        torch.manual_seed(0)
+        unet = UNet2DModel(sample_size=compare_size, **UNET_COMPARISON_CONFIG).to(device).eval()
+        unet_repeats = max(1, min(repeats, 3))  # it is slow on the CPU; 3 runs are enough for a comparison
+        timings = time_forward(unet, compare_size, unet_repeats, min(warmup, 1), device)
+        contiguous, channels_last = timings["contiguous"], timings["channels_last"]
+        best_ms = min(contiguous["median_ms"], channels_last["median_ms"])
+        # Compare best format against best format: the forward row at this size if there is one.
+        indi_ms = same_size[0]["ms"] if same_size else raw["median_ms"] / steps
+        results["unet2d"] = {
+            "size": compare_size,
+            "parameters": count_parameters(unet),
+            "config": {k: list(v) if isinstance(v, tuple) else v for k, v in UNET_COMPARISON_CONFIG.items()},
+            "contiguous_ms": round(contiguous["median_ms"], 3),
+            "channels_last_ms": round(channels_last["median_ms"], 3),
+            "ms": round(best_ms, 3),
+            "repeats": unet_repeats,
+            "times_slower_than_indinet": round(best_ms / indi_ms, 2),
+        }
+    results["machine"]["load_average_end"] = load_average()
+    return results
+
+
+# ------------------------------------------------------------------------------------------------------------ report
+def _fmt_ms(ms: float) -> str:
+    return f"{ms:,.1f}" if ms < 100 else f"{ms:,.0f}"
+
+
+def format_table(results: dict) -> str:
+    """The results as Markdown (pasteable into the README)."""
+    machine, model = results["machine"], results["model"]
+    start, end = machine.get("load_average_start"), machine.get("load_average_end")
+    lines = [
+        f"Machine: {machine['cpu']}, {machine['cpu_count']} cores, torch {machine['torch']} "
+        f"({machine['torch_threads']} threads), device {machine['device']}"
+        + (f" ({machine['gpu']})" if machine.get("gpu") else "")
+        + (f", load average (1 min) {start[0]:.2f} at the start, {end[0]:.2f} at the end" if start and end else ""),
+        f"Model: {model['source']}, {model['parameters']:,} parameters. "
+        f"Median of {results['settings']['repeats']} runs after {results['settings']['warmup']} warm-up, batch 1, "
+        "torch.inference_mode.",
+        "",
+        "| measurement | contiguous | channels_last | faster |",
+        "|---|---:|---:|---|",
+    ]
+    for row in results["forward"]:
+        other = max(row["contiguous_ms"], row["channels_last_ms"])
+        lines.append(
+            f"| one forward, {row['size']}x{row['size']} | {_fmt_ms(row['contiguous_ms'])} ms | "
+            f"{_fmt_ms(row['channels_last_ms'])} ms | {row['best_memory_format']} ({other / row['ms']:.2f}x) |"
+        )
+    unet = results.get("unet2d")
+    if unet:
+        lines.append(
+            f"| diffusers UNet2DModel ({unet['parameters'] / 1e6:.2f} M params), one forward, "
+            f"{unet['size']}x{unet['size']} | {_fmt_ms(unet['contiguous_ms'])} ms | "
+            f"{_fmt_ms(unet['channels_last_ms'])} ms | {unet['times_slower_than_indinet']:.1f}x slower than InDINet |"
+        )
+    over = results["pipeline_overhead"]
+    lines += [
+        "",
+        "| pipeline overhead | time |",
+        "|---|---:|",
+        f"| InDIPipeline, {over['steps']} steps, {over['size']}x{over['size']}, output_type=\"pt\", "
+        f"network {over['memory_format']} | "
+        f"{_fmt_ms(over['pipeline_ms'])} ms |",
+        f"| {over['steps']} raw network forwards, same input | {_fmt_ms(over['raw_forwards_ms'])} ms |",
+        f"| ratio (target <= {over['target']:.2f}) | **{over['ratio']:.3f}** |",
+        f"| the same restore around a no-op network (the pipeline's own time) | {_fmt_ms(over['pipeline_alone_ms'])} ms "
+        f"(= {100 * over['pipeline_alone_fraction']:.1f} % of the raw forwards) |",
+    ]
+    return "\n".join(lines)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    for name in ("steps", "repeats"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"indi: error: --{name} must be >= 1")
+    if args.warmup < 0 or any(size < 1 for size in args.sizes) or args.compare_size < 1:
+        raise SystemExit("indi: error: --warmup must be >= 0 and sizes >= 1")
+    if args.threads is not None and args.threads < 1:
+        raise SystemExit("indi: error: --threads must be >= 1")
+    results = run_bench(
+        model=args.model,
+        sizes=tuple(args.sizes),
+        steps=args.steps,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        threads=args.threads,
+        compare_size=args.compare_size,
+        compare_unet=args.compare_unet,
+        device=args.device,
+        log=lambda message: print(message, flush=True),
+    )
+    print()
+    print(format_table(results))
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        print(f"\nwrote {path}")
+    return 0

@@ -1,0 +1,248 @@
+"""The `indi` command line, in-process (``main([...])``) and once as ``python -m indi_pipeline``, on a tiny
+pipeline repo saved in a temporary folder. Offline: conftest.py sets HF_HUB_OFFLINE before anything imports the Hub."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from indi_pipeline import InDINet, InDIPipeline, InDIScheduler
+from indi_pipeline.cli import main
+from indi_pipeline.tasks import TASKS
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def save_tiny_repo(folder: Path, upscale_factor: int = 1, task: str | None = None) -> Path:
+    """A tiny InDINet + InDIScheduler pipeline saved like a Hub repo (model_index.json, unet/, scheduler/)."""
+    torch.manual_seed(0)
+    net = InDINet(width=8, encoder_blocks=(1, 1), decoder_blocks=(1, 1), middle_blocks=1, time_embedding_dim=16)
+    pipe = InDIPipeline(unet=net.eval(), scheduler=InDIScheduler(eps=0.02), upscale_factor=upscale_factor, task=task)
+    pipe.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(tmp_path_factory) -> Path:
+    return save_tiny_repo(tmp_path_factory.mktemp("repo") / "indi-tiny")
+
+
+@pytest.fixture(scope="module")
+def tiny_sr_repo(tmp_path_factory) -> Path:
+    return save_tiny_repo(tmp_path_factory.mktemp("repo") / "indi-tiny-sr4", upscale_factor=4, task="sr4")
+
+
+def write_image(path: Path, width: int, height: int, mode: str = "RGB", seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    channels = {"RGB": 3, "L": None, "RGBA": 4}[mode]
+    shape = (height, width) if channels is None else (height, width, channels)
+    PIL.Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode=mode).save(path)
+    return path
+
+
+def error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("indi: error:")]
+
+
+def test_restore_writes_pngs_of_the_input_size(tiny_repo, tmp_path, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    write_image(inputs / "a.png", 40, 28)
+    write_image(inputs / "b.jpg", 33, 21, mode="L")  # odd size, grayscale: padded and cropped back
+    out = tmp_path / "out"
+    code = main(["restore", str(inputs / "a.png"), str(inputs / "b.jpg"), "--task", "jpeg", "--model", str(tiny_repo),
+                 "--steps", "2", "--output-dir", str(out), "--device", "cpu"])
+    assert code == 0
+    a = PIL.Image.open(out / "a_jpeg_2steps.png")
+    b = PIL.Image.open(out / "b_jpeg_2steps.png")
+    assert a.format == b.format == "PNG"
+    assert a.size == (40, 28) and a.mode == "RGB"
+    assert b.size == (33, 21) and b.mode == "L"
+    stdout = capsys.readouterr().out
+    # One progress line per file, with the time it took.
+    assert len(re.findall(r"^\[\d/2\] .* -> .* \d+\.\d\d s$", stdout, flags=re.M)) == 2
+
+
+def test_restore_is_seeded_and_sigma_sets_strength(tiny_repo, tmp_path):
+    image = write_image(tmp_path / "noisy.png", 32, 32)
+    common = ["restore", str(image), "--task", "denoise", "--model", str(tiny_repo), "--steps", "2", "--device", "cpu"]
+    assert main([*common, "--output-dir", str(tmp_path / "o1"), "--seed", "3"]) == 0
+    assert main([*common, "--output-dir", str(tmp_path / "o2"), "--seed", "3"]) == 0
+    assert main([*common, "--output-dir", str(tmp_path / "o3"), "--sigma", "25"]) == 0
+    first, again, half = (np.asarray(PIL.Image.open(tmp_path / d / "noisy_denoise_2steps.png")) for d in ("o1", "o2", "o3"))
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, half)  # strength 0.5 starts the walk elsewhere
+
+
+def test_sigma_is_checked(tiny_repo, tmp_path):
+    image = write_image(tmp_path / "x.png", 32, 32)
+    with pytest.raises(SystemExit, match="--sigma is for --task denoise only"):
+        main(["restore", str(image), "--task", "jpeg", "--model", str(tiny_repo), "--sigma", "25"])
+    with pytest.raises(SystemExit, match="outside"):
+        main(["restore", str(image), "--task", "denoise", "--model", str(tiny_repo), "--sigma", "80"])
+
+
+def test_super_resolution_output_is_4x_larger(tiny_sr_repo, tmp_path):
+    image = write_image(tmp_path / "small.png", 12, 9)
+    code = main(["restore", str(image), "--task", "sr4", "--model", str(tiny_sr_repo), "--steps", "1",
+                 "--output-dir", str(tmp_path / "out")])
+    assert code == 0
+    assert PIL.Image.open(tmp_path / "out" / "small_sr4_1steps.png").size == (48, 36)
+
+
+def test_bad_files_get_one_line_each_and_the_good_one_is_still_written(tiny_repo, tmp_path, capsys):
+    good = write_image(tmp_path / "good.png", 32, 24)
+    text = tmp_path / "notes.png"
+    text.write_text("this is not an image\n")
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(good.read_bytes()[:80])
+    missing = tmp_path / "missing.png"
+    out = tmp_path / "out"
+    code = main(["restore", str(text), str(good), str(truncated), str(missing), "--task", "jpeg",
+                 "--model", str(tiny_repo), "--steps", "2", "--output-dir", str(out)])
+    assert code != 0
+    assert PIL.Image.open(out / "good_jpeg_2steps.png").size == (32, 24)
+    assert sorted(p.name for p in out.iterdir()) == ["good_jpeg_2steps.png"]
+    errors = error_lines(capsys.readouterr().err)
+    assert len(errors) == 3
+    for bad in (text, truncated, missing):
+        assert sum(str(bad) in line for line in errors) == 1, (bad, errors)
+    assert any("not an image" in line for line in errors if str(text) in line)
+    assert any("truncated" in line.lower() for line in errors if str(truncated) in line)
+
+
+def test_decompression_bomb_is_refused_with_pils_message(tiny_repo, tmp_path, capsys, monkeypatch):
+    big = write_image(tmp_path / "big.png", 64, 64)
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 1000)  # 4096 px > 2 x 1000: PIL raises the error
+    code = main(["restore", str(big), "--task", "jpeg", "--model", str(tiny_repo), "--steps", "1",
+                 "--output-dir", str(tmp_path / "out")])
+    assert code == 1
+    (line,) = error_lines(capsys.readouterr().err)
+    assert str(big) in line and "decompression bomb" in line.lower() and "exceeds limit" in line
+
+
+def test_folders_expand_and_inputs_are_never_overwritten(tiny_repo, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    write_image(folder / "a.png", 32, 32, seed=1)
+    # An input that carries the name the first one's output would get:
+    clash = write_image(folder / "a_jpeg_1steps.png", 32, 32, seed=2)
+    before = clash.read_bytes()
+    (folder / "readme.txt").write_text("not an image, and not picked up from a folder")
+    code = main(["restore", str(folder), "--task", "jpeg", "--model", str(tiny_repo), "--steps", "1",
+                 "--output-dir", str(folder)])
+    assert code == 0, capsys.readouterr().err
+    assert clash.read_bytes() == before
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["a.png", "a_jpeg_1steps-2.png", "a_jpeg_1steps.png", "a_jpeg_1steps_jpeg_1steps.png", "readme.txt"]
+
+
+def test_missing_model_names_the_local_folder_and_the_hub_repo(tmp_path, monkeypatch):
+    monkeypatch.setenv("INDI_MODEL_DIR", str(tmp_path / "no_models_here"))
+    monkeypatch.setenv("INDI_HUB_ORG", "indi-test-org-that-does-not-exist")
+    image = write_image(tmp_path / "x.png", 32, 32)
+    with pytest.raises(SystemExit) as info:
+        main(["restore", str(image), "--task", "motion_deblur", "--output-dir", str(tmp_path / "out")])
+    message = str(info.value)
+    assert str(tmp_path / "no_models_here" / "indi-motion_deblur") in message
+    assert "indi-test-org-that-does-not-exist/indi-motion_deblur" in message
+    assert "\n" not in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_registry_folder_is_used_without_model(tiny_repo, tmp_path, monkeypatch):
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_repo, models / "indi-defocus_deblur")
+    monkeypatch.setenv("INDI_MODEL_DIR", str(models))
+    image = write_image(tmp_path / "x.png", 32, 32)
+    assert main(["restore", str(image), "--task", "defocus_deblur", "--steps", "1", "--output-dir", str(tmp_path)]) == 0
+    assert (tmp_path / "x_defocus_deblur_1steps.png").exists()
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_degrade_writes_the_right_size(task, tmp_path):
+    image = write_image(tmp_path / "clean.png", 42, 37)
+    assert main(["degrade", str(image), "--task", task, "--seed", "1", "--output-dir", str(tmp_path / "out")]) == 0
+    degraded = PIL.Image.open(tmp_path / "out" / f"clean_{task}.png")
+    expected = (42 // 4, 37 // 4) if task == "sr4" else (42, 37)  # sr4: cropped to 40x36, then 4x smaller
+    assert degraded.size == expected and degraded.format == "PNG"
+
+
+def test_degrade_options_and_bad_files(tmp_path, capsys):
+    image = write_image(tmp_path / "clean.png", 32, 32)
+    bad = tmp_path / "bad.png"
+    bad.write_text("nope")
+    code = main(["degrade", str(image), str(bad), "--task", "denoise", "--sigma", "20", "--output-dir", str(tmp_path / "o")])
+    assert code == 1
+    assert (tmp_path / "o" / "clean_denoise.png").exists()
+    assert len(error_lines(capsys.readouterr().err)) == 1
+    with pytest.raises(SystemExit, match="--quality is for --task jpeg only"):
+        main(["degrade", str(image), "--task", "sr4", "--quality", "20"])
+
+
+def test_unknown_task_is_a_clear_error(tmp_path, capsys):
+    image = write_image(tmp_path / "x.png", 16, 16)
+    for command in ("restore", "degrade"):
+        with pytest.raises(SystemExit) as info:
+            main([command, str(image), "--task", "deblur_everything"])
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert "invalid choice: 'deblur_everything'" in err and "motion_deblur" in err
+
+
+def test_tasks_lists_the_registry(capsys):
+    assert main(["tasks"]) == 0
+    out = capsys.readouterr().out
+    for task in TASKS.values():
+        assert task.task_id in out and task.hub_repo_id in out
+
+
+def test_every_flag_has_help():
+    from indi_pipeline.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    for name, sub in subparsers.choices.items():
+        for action in sub._actions:
+            assert action.help, f"indi {name} {action.option_strings or action.dest} has no help"
+
+
+def test_python_dash_m_subprocess(tiny_repo, tmp_path):
+    good = write_image(tmp_path / "ok.png", 32, 32)
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO_ROOT))
+    result = subprocess.run(
+        [sys.executable, "-m", "indi_pipeline", "restore", str(bad), str(good), "--task", "jpeg",
+         "--model", str(tiny_repo), "--steps", "2", "--output-dir", str(tmp_path / "out")],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert result.returncode == 1, result.stderr
+    assert (tmp_path / "out" / "ok_jpeg_2steps.png").exists()
+    (line,) = error_lines(result.stderr)
+    assert str(bad) in line
+    assert "ok.png" in result.stdout
+
+
+def test_readme_and_ci_agree():
+    """CI runs exactly the README's test command; the Space header names the bundled model repos of the registry."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    ci = (REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    match = re.search(r"^TEST_COMMAND='(.+)'$", ci, flags=re.M)
+    assert match, "no TEST_COMMAND in .ci/run"
+    assert f"\n{match.group(1)}\n" in readme
+    assert os.access(REPO_ROOT / ".ci" / "run", os.X_OK)
+    front_matter = readme.split("---")[1]
+    for task in TASKS.values():
+        bundled = (task.local_path / "model_index.json").is_file()
+        assert (f"indi-zoo/{task.repo_name}" in front_matter) == bundled, task.task_id
