@@ -23,7 +23,7 @@ class Task:
     task_id: str
     title: str
     description: str
-    default_steps: int
+    default_steps: int  # the evaluation's recommended steps (model cards); the app's and CLI's default
     eps: float
     upscale_factor: int = 1
     sigma_max: float | None = None  # denoising only: the noise level that means strength = 1
@@ -53,9 +53,15 @@ class Task:
 
 
 def model_dir() -> Path:
-    """Folder holding the bundled model repos: $INDI_MODEL_DIR, else ``model_cards/`` beside the package."""
+    """Folder holding the bundled model repos: $INDI_MODEL_DIR, else ``model_cards/`` beside the package (a
+    checkout or editable install), else ``model_cards/`` in the working directory (a non-editable install run from
+    the checkout, as on a Space)."""
     override = os.environ.get(MODEL_DIR_ENV)
-    return Path(override) if override else Path(__file__).resolve().parent.parent / "model_cards"
+    if override:
+        return Path(override)
+    beside_package = Path(__file__).resolve().parent.parent / "model_cards"
+    in_working_dir = Path.cwd() / "model_cards"
+    return beside_package if beside_package.is_dir() or not in_working_dir.is_dir() else in_working_dir
 
 
 TASKS: dict[str, Task] = {
@@ -65,21 +71,21 @@ TASKS: dict[str, Task] = {
             "motion_deblur",
             "Motion deblurring",
             "Removes camera-shake blur (unknown random shake path, 5-25 px long).",
-            default_steps=10,
+            default_steps=8,
             eps=0.02,
         ),
         Task(
             "defocus_deblur",
             "Defocus deblurring",
             "Sharpens out-of-focus photos (unknown disk blur, radius 1-6 px).",
-            default_steps=10,
+            default_steps=8,
             eps=0.02,
         ),
         Task(
             "sr4",
             "4x super-resolution",
             "Makes a small image 4x larger with restored detail (bicubic-downscaled inputs).",
-            default_steps=10,
+            default_steps=16,
             eps=0.02,
             upscale_factor=4,
         ),
@@ -87,14 +93,14 @@ TASKS: dict[str, Task] = {
             "jpeg",
             "JPEG artifact removal",
             "Removes blocking and ringing from JPEG-compressed images (quality 10-50).",
-            default_steps=10,
+            default_steps=8,
             eps=0.02,
         ),
         Task(
             "denoise",
             "Denoising",
             "Removes Gaussian noise up to sigma 50/255; give the noise level if you know it.",
-            default_steps=10,
+            default_steps=1,
             eps=0.01,
             sigma_max=50.0 / 255.0,
         ),

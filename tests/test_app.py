@@ -61,7 +61,7 @@ def test_restore_with_defaults_returns_png_of_input_size(client, files):
     before, after, report, trajectory = _restore(client, files["small"])  # every parameter but the image defaulted
     size = (256, 192) if DEFAULT_TASK == "sr4" else (64, 48)
     assert after.format == "PNG" and after.size == size and before.size == size
-    assert TASKS[DEFAULT_TASK].title in report and "10 steps" in report
+    assert TASKS[DEFAULT_TASK].title in report and f"{TASKS[DEFAULT_TASK].default_steps} steps" in report
     captions = [frame["caption"] for frame in trajectory]
     assert len(captions) == 6 and captions[0].startswith("t = 1.00") and captions[-1].startswith("t = 0.00")
 
