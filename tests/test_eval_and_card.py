@@ -86,3 +86,13 @@ def test_model_card_is_generated_from_the_evaluation(tmp_path):
     assert values["PSNR (q10, 1 step)"] == pytest.approx(result["one_step"]["psnr"], abs=1e-4)
     assert 'InDIPipeline.from_pretrained("someone/indi-jpeg")' in card.text
     assert "Inversion by Direct Iteration" in card.text and "@article{delbracio2023indi" in card.text
+
+
+def test_regression_baseline_row_and_plot_line(tmp_path):
+    repo = _repo(tmp_path / "repo", "jpeg", identity=False)
+    baseline = _repo(tmp_path / "baseline", "jpeg", identity=True)  # stands in for a `--t_sampling one` model
+    result = _evaluate(repo, _photos(tmp_path / "photos"), "jpeg", "--baseline_model", str(baseline))
+    rows = {r["method"]: r for r in result["table"]}
+    assert rows["regression baseline"]["steps"] == 1
+    # The identity baseline returns its input: its scores are the degraded input's.
+    assert rows["regression baseline"]["psnr"] == pytest.approx(rows["degraded input"]["psnr"], abs=1e-4)
