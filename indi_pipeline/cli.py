@@ -115,6 +115,21 @@ def _resolve_device(name: str) -> str:
     return name
 
 
+def _process_share(device: str) -> tuple[int, int, str]:
+    """(rank, world size, device) of this process: under `accelerate launch` with several processes, accelerate's
+    PartialState (one GPU per process when there are GPUs); otherwise (0, 1, device)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1, device
+    import torch
+    from accelerate import PartialState
+
+    # cpu=True makes accelerate set up its CPU (gloo) process group, as Accelerator does under ACCELERATE_USE_CPU.
+    state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
+    if state.device.type == "cuda" and device != "cpu":
+        device = str(state.device)
+    return state.process_index, state.num_processes, device
+
+
 # ------------------------------------------------------------------------------------------------- model loading
 def load_pipeline(model: str | None, task_id: str, device: str = "cpu"):
     """The pipeline for ``task_id``: from ``model`` (folder or Hub id) if given, else the bundled repo
@@ -210,10 +225,14 @@ def cmd_restore(args: argparse.Namespace) -> int:
         return 1
 
     device = _resolve_device(args.device)
+    rank, world_size, device = _process_share(device)
+    # Under `accelerate launch`, each process restores every world_size-th file; every output depends only on its
+    # own file and the seed, so the union is what one process would have written.
+    files, problems = files[rank::world_size], problems if rank == 0 else []
     pipe = load_pipeline(args.model, task_id, device)
     print(
         f"restoring {len(files)} image(s): task {task_id}, {args.steps} steps, strength {strength:.3g}, "
-        f"seed {args.seed}, device {device}",
+        f"seed {args.seed}, device {device}" + (f", process {rank + 1}/{world_size}" if world_size > 1 else ""),
         flush=True,
     )
 

@@ -234,6 +234,33 @@ def test_python_dash_m_subprocess(tiny_repo, tmp_path):
     assert "ok.png" in result.stdout
 
 
+def test_accelerate_launch_shares_a_folder_and_matches_one_process(tiny_repo, tmp_path):
+    import socket
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(5):
+        write_image(folder / f"p{i}.png", 24 + 8 * i, 32, seed=i)
+    flags = ["--task", "jpeg", "--model", str(tiny_repo), "--steps", "2", "--seed", "3"]
+    assert main(["restore", str(folder), *flags, "--output-dir", str(tmp_path / "one")]) == 0
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO_ROOT), ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+         "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port), "-m",
+         "indi_pipeline", "restore", str(folder), *flags, "--output-dir", str(tmp_path / "two")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "process 1/2" in result.stdout and "process 2/2" in result.stdout
+    one = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert one == sorted(p.name for p in (tmp_path / "two").iterdir()) and len(one) == 5
+    for name in one:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+
+
 def test_readme_and_ci_agree():
     """CI runs exactly the README's test command; the Space header names the bundled model repos of the registry."""
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
