@@ -73,6 +73,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--compare-unet", action="store_true", help="also time a diffusers UNet2DModel of ~2.5M parameters"
     )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run (default: cpu)")
+    parser.add_argument(
+        "--tiled", action="store_true", help="also time a large tiled restore (peak memory) and measure seam PSNR"
+    )
+    parser.add_argument("--tiled-size", default="4000x3000", help="WIDTHxHEIGHT of the tiled restore (default: 4000x3000)")
+    parser.add_argument("--seam-size", type=int, default=1024, help="image size of the seam check (default: 1024)")
+    parser.add_argument("--tile-size", type=int, default=512, help="tile size for --tiled (default: 512)")
+    parser.add_argument("--tile-overlap", type=int, default=64, help="tile overlap for --tiled (default: 64)")
     parser.add_argument("--json", default=None, metavar="OUT.json", help="also write the results to this JSON file")
 
 
@@ -428,6 +435,18 @@ def format_table(results: dict) -> str:
         f"| the same restore around a no-op network (the pipeline's own time) | {_fmt_ms(over['pipeline_alone_ms'])} ms "
         f"(= {100 * over['pipeline_alone_fraction']:.1f} % of the raw forwards) |",
     ]
+    tiled = results.get("tiled")
+    if tiled:
+        large, seams = tiled["large"], tiled["seams"]
+        lines += [
+            "",
+            "| tiled inference | value |",
+            "|---|---:|",
+            f"| {large['width']}x{large['height']}, {large['steps']} steps, {large['tile_size']} px tiles "
+            f"({large['tile_overlap']} px overlap): time | {large['seconds']:,.1f} s |",
+            f"| the same: peak resident memory of the process | {large['peak_rss_mb']:,} MB |",
+            f"| {seams['size']}x{seams['size']}, {seams['steps']} steps: tiled vs untiled PSNR | {seams['psnr_db']:.1f} dB |",
+        ]
     return "\n".join(lines)
 
 
@@ -439,6 +458,11 @@ def run_from_args(args: argparse.Namespace) -> int:
         raise SystemExit("indi: error: --warmup must be >= 0 and sizes >= 1")
     if args.threads is not None and args.threads < 1:
         raise SystemExit("indi: error: --threads must be >= 1")
+    if args.tiled:
+        try:
+            tiled_width, tiled_height = (int(v) for v in args.tiled_size.lower().split("x"))
+        except ValueError:
+            raise SystemExit(f"indi: error: --tiled-size must be WIDTHxHEIGHT, got {args.tiled_size!r}") from None
     results = run_bench(
         model=args.model,
         sizes=tuple(args.sizes),
@@ -451,6 +475,14 @@ def run_from_args(args: argparse.Namespace) -> int:
         device=args.device,
         log=lambda message: print(message, flush=True),
     )
+    if args.tiled:
+        from .bench_tiling import large_restore, seam_psnr
+
+        print("tiled restore and seam check ...", flush=True)
+        results["tiled"] = {
+            "large": large_restore(args.model, tiled_height, tiled_width, args.steps, args.tile_size, args.tile_overlap),
+            "seams": seam_psnr(args.model, args.seam_size, args.steps, args.tile_size, args.tile_overlap),
+        }
     print()
     print(format_table(results))
     if args.json:

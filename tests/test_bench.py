@@ -67,3 +67,14 @@ def test_time_ms_interleaves_and_reports_medians():
 def test_bad_sizes_are_refused(tiny_repo):
     with pytest.raises(SystemExit, match="multiple"):
         main(["bench", "--model", str(tiny_repo), "--sizes", "30", "--repeats", "1"])
+
+
+def test_tiled_rows_time_memory_and_seams(tiny_repo, tmp_path, capsys):
+    out = tmp_path / "tiled.json"
+    assert main(["bench", "--model", str(tiny_repo), "--sizes", "32", "--repeats", "1", "--warmup", "0", "--steps", "2",
+                 "--compare-size", "32", "--threads", "1", "--tiled", "--tiled-size", "96x64", "--seam-size", "64",
+                 "--tile-size", "32", "--tile-overlap", "8", "--json", str(out)]) == 0
+    tiled = json.loads(out.read_text())["tiled"]
+    assert tiled["large"]["width"] == 96 and tiled["large"]["height"] == 64 and tiled["large"]["peak_rss_mb"] > 0
+    assert tiled["seams"]["size"] == 64 and tiled["seams"]["psnr_db"] > 20
+    assert "tiled vs untiled PSNR" in capsys.readouterr().out
