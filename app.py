@@ -314,6 +314,17 @@ def _metrics_table(clean, before, restored, task: Task, steps: int) -> str:
     )
 
 
+def _request(image, task, steps, eps, noise_level, degrade_first):
+    """What /restore and /uncertainty share: the task, the checked steps and eps, the walk's start t (with a note
+    for the report), and the image to restore (plus the clean original when the upload is degraded first)."""
+    spec = _task(task)
+    steps = _number(steps, "steps", 1, MAX_STEPS, whole=True)
+    eps = _number(eps, "eps", 0.0, 0.5)
+    strength, strength_note = _strength(spec, noise_level)
+    degraded, clean = _prepare(image, spec, bool(degrade_first))
+    return spec, steps, eps, strength, strength_note, degraded, clean
+
+
 def restore(
     image: str | dict | None,
     task: str = DEFAULT_TASK,
@@ -339,12 +350,10 @@ def restore(
     Returns:
         (before, after) images for the slider, a Markdown report, and ~6 frames of the walk with their t.
     """
-    spec = _task(task)
-    steps = _number(steps, "steps", 1, MAX_STEPS, whole=True)
-    eps = _number(eps, "eps", 0.0, 0.5)
     generator = _generator(seed)
-    strength, strength_note = _strength(spec, noise_level)
-    degraded, clean = _prepare(image, spec, bool(degrade_first))
+    spec, steps, eps, strength, strength_note, degraded, clean = _request(
+        image, task, steps, eps, noise_level, degrade_first
+    )
     pipe = get_pipeline(spec)
 
     started = time.perf_counter()
@@ -432,14 +441,10 @@ def sample_uncertainty(
     Returns the mean image, a heatmap of the per-pixel standard deviation (where the model is unsure) and a
     Markdown summary. Other arguments as for /restore.
     """
-    spec = _task(task)
-    steps = _number(steps, "steps", 1, MAX_STEPS, whole=True)
-    eps = _number(eps, "eps", 0.0, 0.5)
     samples = _number(samples, "samples", 2, MAX_SAMPLES, whole=True)
     first = _generator(seed)  # validates the seed
     generators = [first] + [torch.Generator().manual_seed(int(seed) + k) for k in range(1, samples)]
-    strength, strength_note = _strength(spec, noise_level)
-    degraded, _ = _prepare(image, spec, bool(degrade_first))
+    spec, steps, eps, strength, strength_note, degraded, _ = _request(image, task, steps, eps, noise_level, degrade_first)
     check_size(degraded.width, degraded.height, scale=spec.upscale_factor, count=samples)
     pipe = get_pipeline(spec)
 

@@ -49,6 +49,7 @@ __all__ = [
     "TASK_IDS",
     "DEGRADATIONS",
     "degrade",
+    "pipeline_input",
     "degrade_pil",
     "add_gaussian_noise",
     "bicubic_downsample",
@@ -140,6 +141,15 @@ def _uniform(n: int, rng: Tuple[float, float], generator) -> torch.Tensor:
     return lo + (hi - lo) * _rand(n, generator)
 
 
+def _noise_sigmas(sigma: ParamLike, sigma_name: str, maximum: float, maximum_name: str, n: int, generator) -> torch.Tensor:
+    """Per-image noise std (n,) float64 CPU: the given value(s), or uniform in [0, maximum] when ``sigma`` is None."""
+    if sigma is not None:
+        return _per_image(sigma, n, sigma_name)
+    if not (math.isfinite(maximum) and maximum >= 0):
+        raise ValueError(f"{maximum_name} must be a finite number >= 0, got {maximum}")
+    return maximum * _rand(n, generator)
+
+
 def _noise_like(x: torch.Tensor, sigma: torch.Tensor, generator) -> torch.Tensor:
     """sigma (n,) float64 CPU -> per-image Gaussian noise shaped like x, on x.device."""
     noise = torch.randn(x.shape, generator=generator, device=_gen_device(generator), dtype=torch.float32)
@@ -166,13 +176,7 @@ def add_gaussian_noise(
         generator: torch.Generator for the sigmas and the noise.
     """
     _check_image(x)
-    n = x.shape[0]
-    if sigma is None:
-        if not (math.isfinite(sigma_max) and sigma_max >= 0):
-            raise ValueError(f"sigma_max must be a finite number >= 0, got {sigma_max}")
-        sig = sigma_max * _rand(n, generator)
-    else:
-        sig = _per_image(sigma, n, "sigma")
+    sig = _noise_sigmas(sigma, "sigma", sigma_max, "sigma_max", x.shape[0], generator)
     return x + _noise_like(x, sig, generator)
 
 
@@ -245,6 +249,12 @@ def bicubic_upsample(
         raise ValueError(f"size must be positive, got {size}")
     y = _bicubic(x, size)
     return y.clamp_(0.0, 1.0) if clamp else y
+
+
+def pipeline_input(clean: torch.Tensor, degraded: torch.Tensor, upscale_factor: int) -> torch.Tensor:
+    """What InDIPipeline is given to restore ``degraded``: the LR image for super-resolution (the pipeline upsamples
+    it itself, exactly as ``degraded`` was made), else ``degraded`` itself."""
+    return bicubic_downsample(clean, upscale_factor) if upscale_factor > 1 else degraded
 
 
 def degrade_sr4(x: torch.Tensor, generator: Optional[torch.Generator] = None, scale: int = SR_SCALE) -> torch.Tensor:
@@ -352,13 +362,7 @@ def _blur(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
 def _blur_noise(
     y: torch.Tensor, noise_sigma: ParamLike, noise_max: float, generator: Optional[torch.Generator]
 ) -> torch.Tensor:
-    n = y.shape[0]
-    if noise_sigma is None:
-        if not (math.isfinite(noise_max) and noise_max >= 0):
-            raise ValueError(f"noise_max must be a finite number >= 0, got {noise_max}")
-        sig = noise_max * _rand(n, generator)
-    else:
-        sig = _per_image(noise_sigma, n, "noise_sigma")
+    sig = _noise_sigmas(noise_sigma, "noise_sigma", noise_max, "noise_max", y.shape[0], generator)
     if not bool((sig > 0).any()):
         return y
     return y + _noise_like(y, sig, generator)

@@ -221,11 +221,16 @@ class InDIPipeline(DiffusionPipeline):
         mode = "reflect" if pad_h < height and pad_w < width else "replicate"
         return F.pad(x, (0, pad_w, 0, pad_h), mode=mode), (height, width)
 
+    def _padded_size(self, batch: ImageBatch) -> tuple[int, int]:
+        """Height and width the network will see for a batch: after the SR upscale, padded to the multiple."""
+        multiple = self.input_multiple
+        height, width = (side * self.config.upscale_factor for side in batch.rgb.shape[-2:])
+        return -(-height // multiple) * multiple, -(-width // multiple) * multiple
+
     def _tile_size_for(self, batch: ImageBatch, tile_size: int | None, overlap: int) -> int | None:
         """The tile size for this batch (a multiple of the network's), or None to run it whole."""
         multiple = self.input_multiple
-        height, width = (side * self.config.upscale_factor for side in batch.rgb.shape[-2:])
-        padded_h, padded_w = -(-height // multiple) * multiple, -(-width // multiple) * multiple
+        padded_h, padded_w = self._padded_size(batch)
         if tile_size is None:
             if padded_h * padded_w <= AUTO_TILE_PIXELS:
                 return None
@@ -245,9 +250,8 @@ class InDIPipeline(DiffusionPipeline):
             return 1
         if not isinstance(tile_batch_size, (int, np.integer)) or tile_batch_size < 1:
             raise ValueError(f"tile_batch_size must be a positive integer, got {tile_batch_size!r}")
-        multiple = self.input_multiple
-        height, width = (-(-side * self.config.upscale_factor // multiple) * multiple for side in batch.rgb.shape[-2:])
-        tiles = batch.rgb.shape[0] * count_tiles(height, width, tile_size, overlap, multiple)
+        height, width = self._padded_size(batch)
+        tiles = batch.rgb.shape[0] * count_tiles(height, width, tile_size, overlap, self.input_multiple)
         return -(-tiles // tile_batch_size)
 
     @staticmethod

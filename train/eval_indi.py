@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from indi_pipeline import InDIPipeline, get_task  # noqa: E402
-from indi_pipeline.degradations import bicubic_downsample, crop_to_multiple, degrade  # noqa: E402
+from indi_pipeline.degradations import crop_to_multiple, degrade, pipeline_input  # noqa: E402
 from indi_pipeline.metrics import high_frequency_ratio, lpips, psnr, ssim  # noqa: E402
 from indi_pipeline.tasks import TASKS  # noqa: E402
 
@@ -123,7 +123,7 @@ def evaluate(args) -> dict:
     for index, (name, clean) in enumerate(images):
         generator = torch.Generator().manual_seed(args.seed + index)
         degraded = degrade(args.task, clean, generator=generator, **kwargs)
-        pipe_input = bicubic_downsample(clean, task.upscale_factor) if task.upscale_factor > 1 else degraded
+        pipe_input = pipeline_input(clean, degraded, task.upscale_factor)
         rows.setdefault("input", []).append(score(degraded, clean))
         for eps in eps_values:
             for steps in args.steps if eps == model_eps else [1]:
@@ -192,7 +192,7 @@ def sample_variation(pipe, images, args, kwargs, strength, steps, task) -> dict:
         size = min(args.variation_crop, h, w) // 4 * 4
         clean = clean[..., (h - size) // 2 : (h - size) // 2 + size, (w - size) // 2 : (w - size) // 2 + size]
         degraded = degrade(args.task, clean, generator=torch.Generator().manual_seed(args.seed + index), **kwargs)
-        pipe_input = bicubic_downsample(clean, task.upscale_factor) if task.upscale_factor > 1 else degraded
+        pipe_input = pipeline_input(clean, degraded, task.upscale_factor)
         batch = [pipe_input[0]] * args.variation_seeds
         generators = [torch.Generator().manual_seed(1000 + s) for s in range(args.variation_seeds)]
         samples = pipe(batch, num_inference_steps=steps, strength=strength, generator=generators, output_type="pt")

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from indi_pipeline import InDINet, InDIPipeline, InDIScheduler, get_task  # noqa: E402
-from indi_pipeline.degradations import DEGRADATIONS, bicubic_downsample  # noqa: E402
+from indi_pipeline.degradations import pipeline_input  # noqa: E402
 from indi_pipeline.metrics import psnr  # noqa: E402
 from indi_pipeline.scheduling_indi import NOISE_SCHEDULES, T_SAMPLINGS  # noqa: E402
 from indi_pipeline.tasks import TASKS  # noqa: E402
@@ -278,7 +278,7 @@ def validate(args, model, scheduler, degrader, clean, upscale_factor, step, acce
     pipe.set_progress_bar_config(disable=True)
     generator = torch.Generator(device=clean.device).manual_seed(1234)
     degraded = degrader(clean, generator)
-    pipe_input = bicubic_downsample(clean, upscale_factor) if upscale_factor > 1 else degraded
+    pipe_input = pipeline_input(clean, degraded, upscale_factor)
     results = {"psnr_degraded": psnr(degraded.clamp(0, 1), clean).mean().item()}
     for steps in sorted({1, args.validation_inference_steps}):
         restored = pipe(
