@@ -19,6 +19,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d import UNet2DOutput
 from torch import nn
 
+from .safe_loading import SafetensorsOnlyLoading
+
 
 class ChannelLayerNorm(nn.Module):
     """LayerNorm over the channels of each pixel, without affine (the time FiLM supplies scale and shift)."""
@@ -65,8 +67,10 @@ class GatedBlock(nn.Module):
         return x + h * self.scale2
 
 
-class InDINet(ModelMixin, ConfigMixin):
+class InDINet(SafetensorsOnlyLoading, ModelMixin, ConfigMixin):
     """Time-conditioned image-to-image network for InDI. Call as ``net(sample, timestep).sample``.
+
+    ``from_pretrained`` reads safetensors only and names what is wrong with a broken repo (`SafetensorsOnlyLoading`).
 
     Args:
         in_channels / out_channels (`int`, defaults to 3): image channels; the output is ``sample + correction``.

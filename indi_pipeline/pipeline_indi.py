@@ -6,7 +6,6 @@ import copy
 import json
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import PIL.Image
@@ -18,6 +17,7 @@ from diffusers.utils import BaseOutput, replace_example_docstring
 
 from .degradations import bicubic_upsample
 from .image_io import ImageBatch, merge, tensor_to_output, to_image_batches
+from .safe_loading import find_local_folder, missing_safetensors_problem
 from .scheduling_indi import InDIScheduler
 from .tiling import AUTO_TILE_PIXELS, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, count_tiles, predict_tiled
 
@@ -86,7 +86,10 @@ class InDIPipeline(DiffusionPipeline):
 
         Weights are safetensors only (design.md §3): ``use_safetensors`` is always True, so a repo that holds only
         pickled weights (``.bin``) is refused, never unpickled. A load failure caused by a missing component folder
-        or missing safetensors weights is re-raised with a message that says which.
+        or missing safetensors weights is re-raised with a message that says which; the network's own loader
+        (`InDINet.from_pretrained`, see `safe_loading`) names a truncated weights file, weights that do not fit
+        config.json, and a config.json written for another class. No code from the repo runs unless the caller
+        passes ``trust_remote_code=True`` (and a published repo's generated code never does: see `load_config`).
         """
         if kwargs.pop("use_safetensors", None) is False:
             raise ValueError("InDIPipeline loads safetensors weights only; use_safetensors=False (pickle) is refused")
@@ -147,16 +150,9 @@ class InDIPipeline(DiffusionPipeline):
     @classmethod
     def _diagnose_repo(cls, name_or_path, kwargs) -> str | None:
         """Says what is missing from a pipeline repo (local folder or cached Hub snapshot), or None if unsure."""
-        folder = Path(name_or_path)
-        if not folder.is_dir():
-            from huggingface_hub import try_to_load_from_cache
-
-            cached = try_to_load_from_cache(
-                str(name_or_path), cls.config_name, cache_dir=kwargs.get("cache_dir"), revision=kwargs.get("revision")
-            )
-            if not isinstance(cached, str):
-                return None
-            folder = Path(cached).parent
+        folder = find_local_folder(name_or_path, None, kwargs.get("cache_dir"), kwargs.get("revision"), cls.config_name)
+        if folder is None:
+            return None
         try:
             index = json.loads((folder / cls.config_name).read_text())
         except (OSError, ValueError):
@@ -170,10 +166,9 @@ class InDIPipeline(DiffusionPipeline):
                     f"{name_or_path}: model_index.json lists a '{name}' component ({entry[1]}) but the repo has no "
                     f"'{name}/' folder; an InDI repo needs model_index.json, scheduler/ and unet/"
                 )
-            if (sub / "config.json").is_file() and not any(sub.glob("*.safetensors")):
-                pickles = sorted(p.name for p in sub.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
-                found = f" (found {', '.join(pickles)}: pickle weights are never loaded)" if pickles else ""
-                return f"{name_or_path}: '{name}/' has no safetensors weights{found}; InDI loads safetensors only"
+            problem = missing_safetensors_problem(sub)
+            if problem is not None:
+                return f"{name_or_path}: {problem}"
         return None
 
     @property

@@ -198,6 +198,19 @@ def find_resume_checkpoint(args) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
+def parameters_finite(model) -> bool:
+    return bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())
+
+
+def divergence_reason(mean_loss: float, losses: list[torch.Tensor], first_step: int, step: int, accumulation: int) -> str:
+    """Why a run stops, naming the step whose loss first turned non-finite (on this process) when one did."""
+    if math.isfinite(mean_loss):
+        return f"weights became non-finite (NaN or inf) by step {step}"
+    bad = (~torch.isfinite(torch.stack(losses))).nonzero().flatten().tolist()
+    where = f"at step {first_step + bad[0] // accumulation}" if bad else f"in steps {first_step}-{step}"
+    return f"loss became {mean_loss} {where}"
+
+
 # -------------------------------------------------------------------------------------------------------- the model
 def build_model(args) -> InDINet:
     if args.init_from:
@@ -382,8 +395,9 @@ def main(argv=None):
         range(args.max_train_steps), initial=global_step, desc="steps", disable=not accelerator.is_local_main_process
     )
     start_time = time.perf_counter()
-    window_start, window_images, window_loss, window_batches = start_time, 0, 0.0, 0
-    history, last_good_checkpoint, stop_reason = [], None, "max_train_steps"
+    # Per-batch losses since the last log, kept on the device: read (a sync) only when logging or checkpointing.
+    window_start, window_images, window_losses, window_first_step = start_time, 0, [], global_step + 1
+    history, stop_reason, diverged = [], "max_train_steps", False
     data_iter = batch_stream(args, dataset, accelerator.device)
     model.train()
 
@@ -413,8 +427,7 @@ def main(argv=None):
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
-        window_loss += loss.detach()
-        window_batches += 1
+        window_losses.append(loss.detach())
         window_images += clean.shape[0] * accelerator.num_processes
         if not accelerator.sync_gradients:
             continue
@@ -433,22 +446,30 @@ def main(argv=None):
             progress_state["time_fraction"] = elapsed / (60.0 * args.max_train_minutes)
             time_up = elapsed >= 60.0 * args.max_train_minutes
 
-        if global_step % args.logging_steps == 0 or global_step == args.max_train_steps:
-            mean_loss = accelerator.reduce(window_loss / window_batches, reduction="mean").item()
-            if not math.isfinite(mean_loss):
-                stop_reason = f"loss became {mean_loss} at step {global_step}"
+        checkpoint_due = global_step % args.checkpointing_steps == 0 or time_up
+        log_due = global_step % args.logging_steps == 0 or global_step == args.max_train_steps
+        if log_due or checkpoint_due:
+            # Checked before every checkpoint too, not only when logging: the update of a step whose loss is NaN
+            # makes the weights NaN, and a checkpoint must never hold them (nor may the final model repo).
+            mean_loss = accelerator.reduce(torch.stack(window_losses).mean(), reduction="mean").item()
+            if not math.isfinite(mean_loss) or (checkpoint_due and not parameters_finite(model)):
+                stop_reason = divergence_reason(mean_loss, window_losses, window_first_step, global_step,
+                                                args.gradient_accumulation_steps)
+                checkpoints = list_checkpoints(output_dir)
                 accelerator.print(
-                    f"error: {stop_reason}; stopping. The last good checkpoint is "
-                    f"{last_good_checkpoint or 'none (no checkpoint was written yet)'}."
+                    f"error: {stop_reason}; stopping without saving the model. The last good checkpoint is "
+                    f"{checkpoints[-1] if checkpoints else 'none (no checkpoint was written yet)'}."
                 )
+                diverged = True
                 break
+        if log_due:
             now = time.perf_counter()
             images_per_second = window_images / (now - window_start)
             logs = {"loss": mean_loss, "lr": lr_scheduler.get_last_lr()[0], "images_per_second": images_per_second}
             progress_bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{images_per_second:.0f}")
             accelerator.log(logs, step=global_step)
             history.append({"step": global_step, "elapsed_s": round(elapsed, 1), **logs})
-            window_start, window_images, window_loss, window_batches = now, 0, 0.0, 0
+            window_start, window_images, window_losses, window_first_step = now, 0, [], global_step + 1
 
         if args.validation_steps and global_step % args.validation_steps == 0 and accelerator.is_main_process:
             if validation_clean is not None:
@@ -466,17 +487,16 @@ def main(argv=None):
                 logger.info(f"step {global_step} validation: " + ", ".join(f"{k} {v:.2f}" for k, v in results.items()))
                 history.append({"step": global_step, "validation": results})
 
-        if global_step % args.checkpointing_steps == 0 or time_up:
+        if checkpoint_due:
             state = {"global_step": global_step, "elapsed_seconds": elapsed}
             save_checkpoint(accelerator, output_dir, global_step, state, args.checkpoints_total_limit)
-            last_good_checkpoint = f"{CHECKPOINT_PREFIX}{global_step}"
         if time_up:
             stop_reason = f"max_train_minutes={args.max_train_minutes}"
             break
 
     progress_bar.close()
     accelerator.wait_for_everyone()
-    finished = not stop_reason.startswith("loss")
+    finished = not diverged
     if accelerator.is_main_process and finished:
         save_model_repo(args, accelerator, model, ema, scheduler, task, output_dir)
     if accelerator.is_main_process:
