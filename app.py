@@ -49,6 +49,7 @@ EXAMPLES_DIR = APP_DIR / "examples"
 
 MODEL_SOURCE_ENV = "INDI_MODEL_SOURCE"
 MODEL_REVISION_ENV = "INDI_MODEL_REVISION"
+QUEUE_SIZE = int(os.environ.get("INDI_APP_QUEUE_SIZE", "16"))  # waiting requests; one more is refused "queue full"
 MAX_PIXELS = int(float(os.environ.get("INDI_APP_MAX_PIXELS", "2.1e6")))  # per restored image, at the output size
 MIN_SIDE = 8  # px, of the image the walk runs on
 MAX_STEPS = 50
@@ -640,7 +641,7 @@ def build_demo() -> gr.Blocks:
             concurrency_id="model",
             preprocess=False,  # the handler opens the upload itself (see _upload_path)
         )
-    demo.queue(max_size=16, default_concurrency_limit=1)
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
     return demo
 
 

@@ -1,4 +1,5 @@
-"""Runs the real `app.py` in a subprocess on a free local port for the app tests (offline, small settings)."""
+"""Runs the real `app.py` in a subprocess on a free local port for the app tests (offline, small settings) and for
+scripts/load_test_space.py (which imports this module from tests/)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,14 @@ def free_port() -> int:
 @contextlib.contextmanager
 def running_app(workdir: Path, **env_overrides: str):
     """Starts `python app.py` (cwd `workdir`, so Gradio's caches land there) and yields its URL once it answers."""
+    with running_app_process(workdir, **env_overrides) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def running_app_process(workdir: Path, **env_overrides: str):
+    """`running_app` that also yields the server's `subprocess.Popen` (to watch its memory or whether it is alive):
+    yields `(url, process)`; the process is terminated (killed after 15 s) on exit."""
     port = free_port()
     env = {
         **os.environ,
@@ -61,7 +70,7 @@ def running_app(workdir: Path, **env_overrides: str):
                         f"app.py did not answer on {url} in {START_TIMEOUT_S:.0f} s:\n{log_path.read_text()}"
                     )
                 time.sleep(0.5)
-            yield url
+            yield url, process
         finally:
             process.terminate()
             try:
