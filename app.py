@@ -30,18 +30,16 @@ import shutil
 import tempfile
 import threading
 import time
-import warnings
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
 import PIL.Image
-import PIL.ImageOps
 import torch
 
 from indi_pipeline import InDIPipeline, metrics
 from indi_pipeline.degradations import degrade_pil, pil_to_tensor
-from indi_pipeline.image_io import tensor_to_output
+from indi_pipeline.image_io import ImageFileError, ImageTooLargeError, open_image_file, size_problem, tensor_to_output
 from indi_pipeline.tasks import MODEL_DIR_ENV, TASKS, Task
 
 APP_DIR = Path(__file__).resolve().parent
@@ -49,8 +47,8 @@ EXAMPLES_DIR = APP_DIR / "examples"
 
 MODEL_SOURCE_ENV = "INDI_MODEL_SOURCE"
 MODEL_REVISION_ENV = "INDI_MODEL_REVISION"
-QUEUE_SIZE = int(os.environ.get("INDI_APP_QUEUE_SIZE", "16"))  # waiting requests; one more is refused "queue full"
 MAX_PIXELS = int(float(os.environ.get("INDI_APP_MAX_PIXELS", "2.1e6")))  # per restored image, at the output size
+QUEUE_SIZE = int(os.environ.get("INDI_APP_QUEUE_SIZE", "16"))  # waiting requests; one more is refused "queue full"
 MIN_SIDE = 8  # px, of the image the walk runs on
 MAX_STEPS = 50
 MAX_SAMPLES = 8
@@ -145,23 +143,13 @@ def _number(value, name: str, low: float, high: float | None = None, whole: bool
     return int(value) if whole else float(value)
 
 
-def _megapixels(pixels: int) -> str:
-    return f"{pixels / 1e6:.2f} MP"
-
-
 def check_size(width: int, height: int, scale: int = 1, count: int = 1) -> None:
     """gr.Error unless `count` images of width x height, restored `scale` times larger, fit MAX_PIXELS."""
-    out_w, out_h = width * scale, height * scale
-    if min(out_w, out_h) < MIN_SIDE:
-        raise gr.Error(f"The image is {width}×{height} px; it needs at least {MIN_SIDE} px on each side.")
-    pixels = out_w * out_h * count
-    if pixels > MAX_PIXELS:
-        walk = f", restored {scale}× larger to {out_w}×{out_h}" if scale > 1 else ""
-        batch = f", × {count} samples" if count > 1 else ""
-        raise gr.Error(
-            f"The image is {width}×{height} px{walk}{batch} = {_megapixels(pixels)}; the limit is "
-            f"{_megapixels(MAX_PIXELS)}. Crop or downscale it (tiled restoration of large images is not available yet)."
-        )
+    if min(width * scale, height * scale) < MIN_SIDE:
+        raise gr.Error(f"The image is {width}x{height} px; it needs at least {MIN_SIDE} px on each side.")
+    problem = size_problem(width, height, MAX_PIXELS, scale=scale, count=count)
+    if problem:
+        raise gr.Error(f"The image is {problem}. Crop or downscale it.")
 
 
 def _upload_path(image: str | dict | None) -> str:
@@ -178,29 +166,17 @@ def _upload_path(image: str | dict | None) -> str:
 
 
 def open_image(image: str | dict | None, scale: int = 1) -> PIL.Image.Image:
-    """The upload as an 8-bit RGB (or RGBA) PIL image, upright; gr.Error for non-images, damaged or huge files.
-
-    The size is checked from the header, before any pixel is decoded (`scale`: the restored output's magnification).
-    """
+    """The upload as an 8-bit RGB (or RGBA) PIL image, upright; gr.Error naming the problem for a file that is not a
+    still image, is damaged, or is too large (`open_image_file` checks the size from the header, before any pixel is
+    decoded; `scale`: the restored output's magnification)."""
     path = _upload_path(image)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)  # check_size decides
-        try:
-            image = PIL.Image.open(path)
-        except PIL.UnidentifiedImageError:
-            raise gr.Error(
-                "This file is not an image that can be read. Upload a PNG, JPEG, WebP, BMP or TIFF photo."
-            ) from None
-        except PIL.Image.DecompressionBombError as error:
-            raise gr.Error(f"The image is far too large ({error}); the limit is {_megapixels(MAX_PIXELS)}.") from None
-        check_size(*image.size, scale=scale)
-        try:
-            image.load()
-        except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt pixel data
-            raise gr.Error(
-                f"The image file is damaged or truncated and cannot be decoded ({error}). Re-save it and upload again."
-            ) from None
-    image = PIL.ImageOps.exif_transpose(image)
+    try:
+        image = open_image_file(path, max_pixels=MAX_PIXELS, scale=scale)
+    except ImageTooLargeError as error:
+        raise gr.Error(f"The image has {error}. Crop or downscale it.") from None
+    except ImageFileError as error:
+        raise gr.Error(f"Cannot restore this upload: {error}. Upload a PNG, JPEG, WebP, BMP or TIFF photo.") from None
+    check_size(image.width, image.height, scale=scale)
     return _to_8bit(image)
 
 

@@ -67,21 +67,18 @@ def expand_inputs(arguments: list[str]) -> tuple[list[Path], list[str]]:
     return files, problems
 
 
-def load_image(path: Path):
-    """Opens and fully decodes an image file; every way it can fail becomes an :class:`InputError`."""
-    import PIL.Image
+def load_image(path: Path, max_megapixels: float, scale: int = 1):
+    """`open_image_file` (decoded, upright) with the CLI's pixel limit, counted at the output size (``scale``); every
+    way the file can be unusable becomes an :class:`InputError` naming the problem."""
+    from .image_io import ImageFileError, ImageTooLargeError, open_image_file
 
+    max_pixels = max(1, round(max_megapixels * 1e6)) if max_megapixels else None
     try:
-        with PIL.Image.open(path) as image:
-            image.load()  # decode now: truncated or corrupt data fails here, not later inside the pipeline
-        return image
-    except PIL.Image.DecompressionBombError as error:
-        raise InputError(f"refused, possible decompression bomb: {error}") from None
-    except PIL.UnidentifiedImageError:
-        raise InputError("not an image file PIL can read (unknown or corrupt format)") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        # Truncated or corrupt data (PIL raises OSError, or SyntaxError for some broken headers).
-        raise InputError(f"cannot read the image: {error}") from None
+        return open_image_file(path, max_pixels=max_pixels, scale=scale)
+    except ImageTooLargeError as error:
+        raise InputError(f"{error}; --max-megapixels sets the limit") from None
+    except ImageFileError as error:
+        raise InputError(error) from None
 
 
 def _unique_output(path: Path, inputs: set[Path], written: set[Path]) -> Path:
@@ -237,7 +234,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     )
 
     def restore_one(path: Path):
-        image = load_image(path)
+        image = load_image(path, args.max_megapixels, scale=pipe.config.upscale_factor)
         generator = torch.Generator().manual_seed(args.seed)
         try:
             restored = pipe(
@@ -250,6 +247,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
             ).images[0]
         except (ValueError, RuntimeError) as error:
             raise InputError(f"restoration failed: {error}") from None
+        except MemoryError:
+            raise InputError("restoration failed: out of memory (crop or downscale the image)") from None
         return image, restored, f"{path.stem}_{task_id}_{args.steps}steps.png", ""
 
     return process_files(files, problems, Path(args.output_dir), restore_one)
@@ -299,8 +298,6 @@ def process_files(files: list[Path], problems: list[str], output_dir: Path, conv
 
 # -------------------------------------------------------------------------------------------------------- degrade
 def cmd_degrade(args: argparse.Namespace) -> int:
-    import PIL.ImageOps
-
     from .degradations import SR_SCALE, degrade_pil
 
     task_id = args.task
@@ -319,8 +316,8 @@ def cmd_degrade(args: argparse.Namespace) -> int:
         return 1
 
     def degrade_one(path: Path):
-        # Upright per EXIF, as the pipeline sees it, so that degraded and restored images line up.
-        image = PIL.ImageOps.exif_transpose(load_image(path))
+        # Upright per EXIF (load_image), as the pipeline sees it, so that degraded and restored images line up.
+        image = load_image(path, args.max_megapixels)
         if task_id == "sr4" and (image.width < SR_SCALE or image.height < SR_SCALE):
             raise InputError(f"is {image.width}x{image.height}; sr4 needs at least {SR_SCALE}x{SR_SCALE} px")
         try:
@@ -350,6 +347,27 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------------- parser
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
+def _add_max_megapixels(parser: argparse.ArgumentParser, counted: str) -> None:
+    from .image_io import DEFAULT_MAX_PIXELS
+
+    parser.add_argument(
+        "--max-megapixels",
+        type=_non_negative,
+        default=DEFAULT_MAX_PIXELS / 1e6,
+        metavar="MP",
+        help=f"refuse an image with more megapixels than this, counted {counted}, from its header (default: "
+        f"{DEFAULT_MAX_PIXELS / 1e6:g}; a CPU restore needs about 90 MB per megapixel); 0 = no limit but Pillow's "
+        "(about 179 MP, against decompression bombs)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="indi",
@@ -398,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument(
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: cuda if available)"
     )
+    _add_max_megapixels(restore, "at the restored size (16x the input's pixels for sr4)")
     restore.set_defaults(func=cmd_restore)
 
     degrade = sub.add_parser(
@@ -420,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     degrade.add_argument(
         "--radius", type=float, default=None, help="defocus_deblur only: disk radius in px (default: random in [1, 6])"
     )
+    _add_max_megapixels(degrade, "in the input")
     degrade.set_defaults(func=cmd_degrade)
 
     tasks = sub.add_parser("tasks", help="list the tasks and where their models are", description="List the task zoo.")

@@ -1,4 +1,7 @@
-"""Conversion between user images (PIL, numpy, torch; RGB, grayscale, alpha) and the pipeline's RGB tensors.
+"""Image files and user images (PIL, numpy, torch; RGB, grayscale, alpha) to the pipeline's RGB tensors and back.
+
+`open_image_file` is the one way the CLI and the app open an image file: it decodes it fully and turns every way a
+file can be unusable into an `ImageFileError` that names the problem.
 
 The network sees RGB in [0, 1]. Grayscale is restored as gray RGB and averaged back; an alpha channel is set aside
 untouched (only resized with the image for super-resolution) and put back on the output.
@@ -6,6 +9,9 @@ untouched (only resized with the image for super-resolution) and put back on the
 
 from __future__ import annotations
 
+import os
+import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +22,18 @@ import torch
 # Modes PIL can hold that we convert to a float image; anything else is refused by name.
 _GRAY_MODES = {"1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+_CONVERTED_TO_RGB = {"CMYK", "YCbCr", "LAB", "HSV", "RGBX"}
+SUPPORTED_MODES = _GRAY_MODES | _ALPHA_MODES | _CONVERTED_TO_RGB | {"P", "RGB"}
+
+# open_image_file's default limit, in pixels of the restored image. A CPU restore peaks at about 90 bytes per pixel (the
+# network is tiled, the walk is whole-image): `indi restore` of an 8000x8000 PNG (64 MP) peaked at 5.9 GB, so 50 MP
+# needs about 4.5 GB. The limit is a parameter (`indi restore --max-megapixels`).
+DEFAULT_MAX_PIXELS = 50_000_000
+
+# First bytes of files Pillow cannot identify, so that the error can say what the file is.
+_IMAGE_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"), (b"II*\x00", "TIFF"),
+                     (b"MM\x00*", "TIFF"))
+_OTHER_SIGNATURES = ((b"%PDF", "a PDF document"), (b"PK\x03\x04", "a ZIP archive (or an Office document)"))
 
 
 @dataclass
@@ -42,7 +60,7 @@ def _pil_to_array(image: PIL.Image.Image) -> np.ndarray:
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     elif mode == "PA":
         image = image.convert("RGBA")
-    elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+    elif mode in _CONVERTED_TO_RGB:
         image = image.convert("RGB")
     elif mode in ("RGBa", "La"):
         image = image.convert(mode.upper())
@@ -59,6 +77,147 @@ def _pil_to_array(image: PIL.Image.Image) -> np.ndarray:
         raise ValueError(f"unsupported PIL image mode {image.mode!r}")
     array = np.asarray(image, dtype=np.float32) / 255.0
     return array[..., None] if array.ndim == 2 else array
+
+
+class ImageFileError(ValueError):
+    """An image file that cannot be restored; the message names the problem (empty, not an image, truncated...)."""
+
+
+class ImageTooLargeError(ImageFileError):
+    """An image file with more pixels than the limit (the message names its size and the limit)."""
+
+
+def megapixels(pixels: int) -> str:
+    return f"{pixels / 1e6:.2f} MP"
+
+
+def size_problem(width: int, height: int, max_pixels: int | None, scale: int = 1, count: int = 1) -> str | None:
+    """None if ``count`` images of width x height, restored ``scale`` times larger, fit ``max_pixels`` (None: no
+    limit); else the sizes and the limit, e.g. ``"8000x8000 px = 64.00 MP; the limit is 50.00 MP"``."""
+    out_w, out_h = width * scale, height * scale
+    pixels = out_w * out_h * count
+    if max_pixels is None or pixels <= max_pixels:
+        return None
+    walk = f", restored {scale}x larger to {out_w}x{out_h}" if scale > 1 else ""
+    batch = f", x {count} samples" if count > 1 else ""
+    return f"{width}x{height} px{walk}{batch} = {megapixels(pixels)}; the limit is {megapixels(max_pixels)}"
+
+
+def _one_line(error: object) -> str:
+    return " ".join(str(error).split())
+
+
+def _damaged(error: Exception) -> ImageFileError:
+    return ImageFileError(f"the image data is truncated or damaged ({_one_line(error)})")
+
+
+def _unidentified(path: os.PathLike | str) -> str:
+    """Why Pillow could not identify a file, from its first bytes: a damaged image header, or what the file is instead
+    (HTML, SVG, text, PDF, HEIC...)."""
+    with open(path, "rb") as file:
+        head = file.read(512)
+    for signature, kind in _IMAGE_SIGNATURES:
+        if head.startswith(signature):
+            return f"the image data is truncated or damaged (a {kind} file whose header cannot be read)"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "the image data is truncated or damaged (a WebP file whose header cannot be read)"
+    for signature, kind in _OTHER_SIGNATURES:
+        if head.startswith(signature):
+            return f"not an image: {kind}"
+    if head[4:8] == b"ftyp":  # ISO media: HEIC/HEIF (iPhone photos), AVIF without Pillow's AVIF support, MP4
+        brand = head[8:12].decode("ascii", "replace").strip()
+        return f"not an image Pillow can decode: an ISO media file (brand {brand!r}: HEIC/HEIF photo or a video)"
+    try:
+        text = head.decode("utf-8") if b"\x00" not in head else None
+    except UnicodeDecodeError as error:  # a multi-byte character cut by the 512-byte window still counts as text
+        text = head[: error.start].decode("utf-8") if error.start > len(head) - 4 else None
+    if text is None:
+        return f"not an image: a file of unknown format (it starts with bytes {head[:8].hex(' ')})"
+    start = text.lstrip("\ufeff \t\r\n").lower()
+    if start.startswith(("<!doctype html", "<html")) or "<html" in start or "<body" in start:
+        return "not an image: an HTML page (a web page saved in place of the picture?)"
+    if "<svg" in start:
+        return "not an image: an SVG drawing (a vector format: export it as PNG first)"
+    if start.startswith("<?xml"):
+        return "not an image: an XML file"
+    return f"not an image: a text file (it starts with {_one_line(text)[:40]!r})"
+
+
+def _claimed_size(path: os.PathLike | str, error: Exception) -> str:
+    """The size a file's header claims, read without Pillow's decompression-bomb check (for the error message)."""
+    with open(path, "rb") as file:
+        prefix = file.read(16)
+        for name in PIL.Image.ID:  # Pillow's registered formats, as Image.open tries them
+            factory, accept = PIL.Image.OPEN[name]
+            try:
+                accepted = accept is None or accept(prefix)  # a str is Pillow's "recognised, but cannot open"
+                if accepted and not isinstance(accepted, str):
+                    file.seek(0)
+                    width, height = factory(file, str(path)).size
+                    return f"{width}x{height} px = {megapixels(width * height)}"
+            except Exception:  # noqa: BLE001 - not this format; in the end, Pillow's pixel count is enough
+                continue
+    count = re.search(r"\((\d+) pixels\)", str(error))
+    return megapixels(int(count.group(1))) if count else "too large"
+
+
+def open_image_file(path: os.PathLike | str, max_pixels: int | None = DEFAULT_MAX_PIXELS, scale: int = 1):
+    """Opens and fully decodes one still image file, upright per its EXIF orientation; keeps its mode (16-bit
+    grayscale stays ``"I;16"``, which the pipeline reads at 16 bits; its output is 8-bit).
+
+    Raises `ImageFileError`, whose message names the problem, for: a missing, unreadable or empty (0-byte) file; a
+    file that is not an image (the message says what it looks like: text, HTML, SVG, PDF, HEIC...); more than
+    ``max_pixels`` pixels (`ImageTooLargeError`; ``None``: no limit but Pillow's decompression-bomb one, ~179 MP),
+    counted at the restored size (``scale`` times larger on each side for super-resolution) and checked from the
+    header before any pixel is decoded, so a decompression bomb costs nothing; an animation or multi-page file
+    (animated GIF/PNG/WebP, multi-page TIFF: only still images are restored; an MPO camera JPEG gives its primary
+    image); truncated or damaged data; a pixel mode the pipeline cannot convert.
+    """
+    try:
+        if os.path.isdir(path):
+            raise ImageFileError("a folder, not an image file")
+        if os.path.getsize(path) == 0:
+            raise ImageFileError("the file is empty (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)  # max_pixels decides
+            try:
+                image = PIL.Image.open(path)
+            except PIL.Image.DecompressionBombError as error:  # over Pillow's own limit, above any sane max_pixels
+                limit = min(2 * PIL.Image.MAX_IMAGE_PIXELS, max_pixels or 2 * PIL.Image.MAX_IMAGE_PIXELS)
+                raise ImageTooLargeError(
+                    f"too many pixels: the header claims {_claimed_size(path, error)}; the limit is "
+                    f"{megapixels(limit)} (not decoded: a possible decompression bomb)"
+                ) from None
+            except PIL.UnidentifiedImageError:
+                raise ImageFileError(_unidentified(path)) from None
+    except FileNotFoundError:
+        raise ImageFileError("no such file") from None
+    except OSError as error:
+        if error.errno is None:  # raised by Pillow: the header is cut short ("Truncated File Read") or corrupt
+            raise _damaged(error) from None
+        raise ImageFileError(f"cannot read the file: {_one_line(error)}") from None  # permissions, a broken disk...
+    with image:
+        problem = size_problem(image.width, image.height, max_pixels, scale)
+        if problem:
+            raise ImageTooLargeError(f"too many pixels: {problem}")
+        try:
+            if getattr(image, "is_animated", False) and image.format != "MPO":
+                raise ImageFileError(
+                    f"an animated or multi-page {image.format} ({image.n_frames} frames): only still images are "
+                    "restored; save the frame you want as a PNG"
+                )
+            image.load()  # decode now: truncated or corrupt data fails here, not later inside the pipeline
+            upright = PIL.ImageOps.exif_transpose(image)
+        except ImageFileError:
+            raise
+        except (OSError, SyntaxError, ValueError, EOFError, IndexError) as error:
+            raise _damaged(error) from None
+    if upright.width == 0 or upright.height == 0:
+        raise ImageFileError(f"the image is empty ({upright.width}x{upright.height} px)")
+    if upright.mode not in SUPPORTED_MODES:
+        supported = ", ".join(sorted(SUPPORTED_MODES))
+        raise ImageFileError(f"pixel mode {upright.mode!r} is not supported (supported: {supported})")
+    return upright
 
 
 def _numpy_to_float(array: np.ndarray) -> np.ndarray:

@@ -42,16 +42,25 @@ def make_tiny_net(seed: int = 0, perturb: bool = True):
     return net.eval()
 
 
-def make_tiny_pipeline(eps: float = 0.0, upscale_factor: int = 1, seed: int = 0, **scheduler_kwargs):
+def make_tiny_pipeline(eps: float = 0.0, upscale_factor: int = 1, seed: int = 0, perturb: bool = True,
+                       task: str | None = None, **scheduler_kwargs):
     from indi_pipeline import InDIPipeline, InDIScheduler
 
     pipe = InDIPipeline(
-        unet=make_tiny_net(seed),
+        unet=make_tiny_net(seed, perturb),
         scheduler=InDIScheduler(eps=eps, **scheduler_kwargs),
         upscale_factor=upscale_factor,
+        task=task,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def save_tiny_repo(folder, upscale_factor: int = 1, task: str | None = None):
+    """A tiny InDINet + InDIScheduler pipeline saved like a Hub repo (model_index.json, unet/, scheduler/); the net
+    is left as initialised (close to the identity: restored images stay close to their input)."""
+    make_tiny_pipeline(eps=0.02, upscale_factor=upscale_factor, perturb=False, task=task).save_pretrained(folder)
+    return folder
 
 
 @pytest.fixture

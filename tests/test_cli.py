@@ -12,22 +12,12 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
-import torch
 
-from indi_pipeline import InDINet, InDIPipeline, InDIScheduler
+from conftest import save_tiny_repo
 from indi_pipeline.cli import main
 from indi_pipeline.tasks import TASKS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def save_tiny_repo(folder: Path, upscale_factor: int = 1, task: str | None = None) -> Path:
-    """A tiny InDINet + InDIScheduler pipeline saved like a Hub repo (model_index.json, unet/, scheduler/)."""
-    torch.manual_seed(0)
-    net = InDINet(width=8, encoder_blocks=(1, 1), decoder_blocks=(1, 1), middle_blocks=1, time_embedding_dim=16)
-    pipe = InDIPipeline(unet=net.eval(), scheduler=InDIScheduler(eps=0.02), upscale_factor=upscale_factor, task=task)
-    pipe.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -119,14 +109,19 @@ def test_bad_files_get_one_line_each_and_the_good_one_is_still_written(tiny_repo
     assert any("truncated" in line.lower() for line in errors if str(truncated) in line)
 
 
-def test_decompression_bomb_is_refused_with_pils_message(tiny_repo, tmp_path, capsys, monkeypatch):
-    big = write_image(tmp_path / "big.png", 64, 64)
-    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 1000)  # 4096 px > 2 x 1000: PIL raises the error
-    code = main(["restore", str(big), "--task", "jpeg", "--model", str(tiny_repo), "--steps", "1",
-                 "--output-dir", str(tmp_path / "out")])
-    assert code == 1
+def test_max_megapixels_is_counted_at_the_output_size(tiny_repo, tiny_sr_repo, tmp_path, capsys):
+    """The pixel limit (the decompression-bomb and 8000x8000 rows are in test_hostile_inputs.py) is a flag, counted
+    at the restored size: 16x the input's pixels for sr4."""
+    image = write_image(tmp_path / "small.png", 40, 25)  # 1000 px; restored 4x larger: 16000 px
+    common = ["--steps", "1", "--output-dir", str(tmp_path / "out"), "--max-megapixels", "0.01"]
+    assert main(["restore", str(image), "--task", "jpeg", "--model", str(tiny_repo), *common]) == 0
+    assert main(["restore", str(image), "--task", "sr4", "--model", str(tiny_sr_repo), *common]) == 1
     (line,) = error_lines(capsys.readouterr().err)
-    assert str(big) in line and "decompression bomb" in line.lower() and "exceeds limit" in line
+    assert "40x25 px, restored 4x larger to 160x100 = 0.02 MP; the limit is 0.01 MP" in line
+    assert "--max-megapixels" in line
+    with pytest.raises(SystemExit):
+        main(["restore", str(image), "--task", "jpeg", "--max-megapixels", "-1"])
+    assert "must be a number >= 0" in capsys.readouterr().err
 
 
 def test_folders_expand_and_inputs_are_never_overwritten(tiny_repo, tmp_path, capsys):
