@@ -38,6 +38,7 @@ import PIL.Image
 import torch
 
 from indi_pipeline import InDIPipeline, metrics
+from indi_pipeline.acceleration import optimize_for_inference
 from indi_pipeline.degradations import degrade_pil, pil_to_tensor
 from indi_pipeline.image_io import ImageFileError, ImageTooLargeError, open_image_file, size_problem, tensor_to_output
 from indi_pipeline.tasks import MODEL_DIR_ENV, TASKS, Task
@@ -116,8 +117,7 @@ def get_pipeline(task: Task) -> InDIPipeline:
             at = f"{where}@{revision}" if revision else where
             raise gr.Error(f"Could not load the model for task '{task.task_id}' from {at}: {error}") from error
         pipe.set_progress_bar_config(disable=True)  # gr.Progress shows the steps instead
-        # NHWC convolutions: ~25 % faster per step on CPU (the same output up to float rounding, ~5e-7).
-        pipe.unet.to(memory_format=torch.channels_last)
+        optimize_for_inference(pipe)  # channels_last on the CPU; no compile: its first call would block the Space
         _PIPELINES[task.task_id] = pipe
         return pipe
 

@@ -8,7 +8,9 @@ Measures, under ``torch.inference_mode`` after warm-up, the median of ``--repeat
   ``--steps`` raw forwards of the same network on the same input: the ratio is the pipeline's overhead
   (target <= 1.05);
 * optionally (``--compare-unet``) one forward of a diffusers ``UNet2DModel`` of about 2.5 M parameters at
-  ``--compare-size``.
+  ``--compare-size``;
+* optionally (``--compile``) eager vs ``torch.compile`` forward and restore at ``--compare-size``, and the compile
+  time (``bench_compile.py``); (``--tiled``) a large tiled restore's time and peak memory, and seam PSNR.
 
 Prints a Markdown table (machine, parameters, times) and writes the same numbers as JSON with ``--json``.
 """
@@ -16,6 +18,7 @@ Prints a Markdown table (machine, parameters, times) and writes the same numbers
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -33,6 +36,7 @@ DESCRIPTION = (
     "optionally writes JSON."
 )
 OVERHEAD_TARGET = 1.05
+CPU_RESTORE_TARGET_MS = 2000.0  # 10 steps at 512x512 on 2 CPU cores (issue 6)
 
 # A diffusers UNet2DModel of ~2.5 M parameters (2,537,187): the comparison row of `--compare-unet`.
 UNET_COMPARISON_CONFIG = dict(
@@ -80,6 +84,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seam-size", type=int, default=1024, help="image size of the seam check (default: 1024)")
     parser.add_argument("--tile-size", type=int, default=512, help="tile size for --tiled (default: 512)")
     parser.add_argument("--tile-overlap", type=int, default=64, help="tile overlap for --tiled (default: 64)")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time the network and the restore at --compare-size with torch.compile (eager vs compiled, compile "
+        "time, agreement)",
+    )
     parser.add_argument("--json", default=None, metavar="OUT.json", help="also write the results to this JSON file")
 
 
@@ -126,14 +136,18 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: int, device: str = "cpu") -> dict:
+def time_ms(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int, device: str = "cpu", grad_mode=torch.inference_mode
+) -> dict:
     """Wall time of each ``fns[name]()`` in milliseconds: median, min and all runs, after ``warmup`` untimed calls.
 
     The functions are timed interleaved (a, b, a, b, ...) rather than one after the other, so that a change of
     load on the machine during the measurement hits all of them alike and their ratio stays meaningful.
+    ``grad_mode``: the autograd context (a compiled network is timed under the pipeline's ``torch.no_grad``, since
+    a change of mode would compile it again).
     """
     times: dict[str, list[float]] = {name: [] for name in fns}
-    with torch.inference_mode():
+    with grad_mode():
         for fn in fns.values():
             for _ in range(warmup):
                 fn()
@@ -246,11 +260,18 @@ def run_bench(
 ) -> dict:
     """Runs the benchmark and returns the results as a JSON-ready dict (see the module docstring)."""
     log = log or (lambda message: None)
+    with _threads(threads):
+        return _run_bench(model, sizes, steps, repeats, warmup, compare_size, compare_unet, device, log)
+
+
+@contextlib.contextmanager
+def _threads(threads: int | None):
+    """torch's intra-op thread count set to ``threads`` (None: unchanged) for the duration."""
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _run_bench(model, sizes, steps, repeats, warmup, compare_size, compare_unet, device, log)
+        yield
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -435,6 +456,12 @@ def format_table(results: dict) -> str:
         f"| the same restore around a no-op network (the pipeline's own time) | {_fmt_ms(over['pipeline_alone_ms'])} ms "
         f"(= {100 * over['pipeline_alone_fraction']:.1f} % of the raw forwards) |",
     ]
+    compiled = results.get("compiled")
+    if compiled:
+        from .bench_compile import format_rows
+
+        on_target = compiled["size"] == 512 and compiled["steps"] == 10 and machine["device"] == "cpu"
+        lines += format_rows(compiled, CPU_RESTORE_TARGET_MS if on_target else None)
     tiled = results.get("tiled")
     if tiled:
         large, seams = tiled["large"], tiled["seams"]
@@ -475,6 +502,15 @@ def run_from_args(args: argparse.Namespace) -> int:
         device=args.device,
         log=lambda message: print(message, flush=True),
     )
+    if args.compile:
+        from .bench_compile import compile_comparison
+
+        print(f"torch.compile at {args.compare_size}x{args.compare_size} ...", flush=True)
+        net, scheduler, _ = load_network(args.model)
+        with _threads(args.threads):
+            results["compiled"] = compile_comparison(
+                net.eval(), scheduler, args.compare_size, args.steps, args.repeats, args.warmup, args.device
+            )
     if args.tiled:
         from .bench_tiling import large_restore, seam_psnr
 

@@ -128,13 +128,16 @@ def _process_share(device: str) -> tuple[int, int, str]:
 
 
 # ------------------------------------------------------------------------------------------------- model loading
-def load_pipeline(model: str | None, task_id: str, device: str = "cpu"):
+def load_pipeline(model: str | None, task_id: str, device: str = "cpu", compile: bool = False):
     """The pipeline for ``task_id``: from ``model`` (folder or Hub id) if given, else the bundled repo
     ``get_task(task_id).local_path`` if it exists, else the Hub repo ``get_task(task_id).hub_repo_id``.
 
-    Raises ``SystemExit`` with one clear message naming every place that was tried.
+    Raises ``SystemExit`` with one clear message naming every place that was tried. ``compile``: see
+    ``acceleration.compile_network``.
     """
     from diffusers.utils import logging as diffusers_logging
+
+    from .acceleration import optimize_for_inference
 
     from .pipeline_indi import InDIPipeline
 
@@ -183,13 +186,7 @@ def load_pipeline(model: str | None, task_id: str, device: str = "cpu"):
     if trained_for and trained_for != task_id:
         print(f"indi: warning: this model was trained for task {trained_for!r}, not {task_id!r}", file=sys.stderr)
     pipe.set_progress_bar_config(disable=True)
-    pipe = pipe.to(device)
-    if device == "cpu":
-        # oneDNN's convolutions are about 20 % faster in channels_last on the CPU (`indi bench`); same results.
-        import torch
-
-        pipe.unet.to(memory_format=torch.channels_last)
-    return pipe
+    return optimize_for_inference(pipe.to(device), compile=compile)
 
 
 # -------------------------------------------------------------------------------------------------------- restore
@@ -226,7 +223,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     # Under `accelerate launch`, each process restores every world_size-th file; every output depends only on its
     # own file and the seed, so the union is what one process would have written.
     files, problems = files[rank::world_size], problems if rank == 0 else []
-    pipe = load_pipeline(args.model, task_id, device)
+    pipe = load_pipeline(args.model, task_id, device, compile=args.compile)
     print(
         f"restoring {len(files)} image(s): task {task_id}, {args.steps} steps, strength {strength:.3g}, "
         f"seed {args.seed}, device {device}" + (f", process {rank + 1}/{world_size}" if world_size > 1 else ""),
@@ -415,6 +412,12 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--output-dir", default="outputs", help="folder for the restored PNGs (default: outputs)")
     restore.add_argument(
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: cuda if available)"
+    )
+    restore.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the network first: tens of seconds once (cached on disk), then faster steps; pays off "
+        "for many images of one size or large tiled photos (see `indi bench --compile`)",
     )
     _add_max_megapixels(restore, "at the restored size (16x the input's pixels for sr4)")
     restore.set_defaults(func=cmd_restore)

@@ -76,3 +76,18 @@ def tiny_pipe():
 @pytest.fixture
 def noisy_pipe():
     return make_tiny_pipeline(eps=0.05)
+
+
+@pytest.fixture(scope="session")
+def inductor_cache(tmp_path_factory):
+    """One torch.compile kernel cache for the test session: tests that compile the same tiny net share kernels."""
+    from indi_pipeline.acceleration import COMPILE_CACHE_ENV
+
+    folder = tmp_path_factory.mktemp("inductor")
+    previous = os.environ.get(COMPILE_CACHE_ENV)
+    os.environ[COMPILE_CACHE_ENV] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop(COMPILE_CACHE_ENV, None)
+    else:
+        os.environ[COMPILE_CACHE_ENV] = previous

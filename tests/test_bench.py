@@ -78,3 +78,15 @@ def test_tiled_rows_time_memory_and_seams(tiny_repo, tmp_path, capsys):
     assert tiled["large"]["width"] == 96 and tiled["large"]["height"] == 64 and tiled["large"]["peak_rss_mb"] > 0
     assert tiled["seams"]["size"] == 64 and tiled["seams"]["psnr_db"] > 20
     assert "tiled vs untiled PSNR" in capsys.readouterr().out
+
+
+def test_compile_rows(tiny_repo, tmp_path, inductor_cache, capsys):
+    out = tmp_path / "result.json"
+    assert main(["bench", "--model", str(tiny_repo), "--sizes", "32", "--repeats", "1", "--warmup", "0", "--steps", "2",
+                 "--compare-size", "32", "--threads", "1", "--compile", "--json", str(out)]) == 0
+    compiled = json.loads(out.read_text())["compiled"]
+    assert set(compiled) >= {"compile_s", "forward_eager_ms", "forward_compiled_ms", "restore_eager_ms",
+                             "restore_compiled_ms", "speedup", "compiled_vs_eager_psnr_db", "cache_was_warm"}
+    assert compiled["size"] == 32 and compiled["steps"] == 2
+    assert compiled["compiled_vs_eager_psnr_db"] > 60  # the same restoration up to float rounding
+    assert "| torch.compile (inductor, frozen weights) | eager | compiled |" in capsys.readouterr().out
