@@ -22,19 +22,23 @@ def default_compile_cache() -> Path:
     return Path(os.path.expanduser(base)) / "indi" / "torchinductor"
 
 
-def compile_network(network: torch.nn.Module) -> torch.nn.Module:
+def compile_network(network: torch.nn.Module, mode: str | None = None) -> torch.nn.Module:
     """Compiles ``network`` in place for inference (``torch.compile``, static shapes) and returns it.
 
     On the CPU the weights are frozen into the graph, which lets oneDNN pre-pack the convolution weights once instead
     of every call (without freezing, a compiled forward was several times slower than eager here). Frozen weights
     must not change afterwards: compile a network for inference only. Each new input shape compiles again (up to
-    torch._dynamo's cache limit, then eager), so tiles and same-size batches get the benefit.
+    torch._dynamo's cache limit, then eager), so tiles and same-size batches get the benefit. ``mode``: torch.compile's
+    (e.g. ``"reduce-overhead"`` for CUDA graphs on a GPU); None is its default.
     """
     os.environ.setdefault(COMPILE_CACHE_ENV, str(default_compile_cache()))
     device = next(network.parameters()).device
     options = {"freezing": True} if device.type == "cpu" else {}
     network.eval()
-    network.compile(dynamic=False, options=options)
+    if mode is None:
+        network.compile(dynamic=False, options=options)
+    else:  # torch.compile takes a mode or options, not both
+        network.compile(dynamic=False, mode=mode)
     return network
 
 
