@@ -160,7 +160,7 @@ def test_two_cpu_processes_gloo(tmp_path, clean_dir):
     assert result.returncode == 0, log[-4000:]
     assert "world size 2" in log
     data = info(out)
-    assert data["world_size"] == 2 and data["global_step"] == 2
+    assert data["world_size"] == 2 and data["global_step"] == 2 and data["crop_sampler"] == "device"
     # both ranks took part in the checkpoint (one RNG state file each)
     assert {p.name for p in (out / "checkpoint-2").glob("random_states_*.pkl")} == {
         "random_states_0.pkl", "random_states_1.pkl"}

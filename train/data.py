@@ -1,8 +1,9 @@
 """Training data: clean-image folders, real-pair folders and `datasets` datasets, cut into random crops.
 
-Images are decoded once into memory (uint8) and DataLoader workers cut random crops from them, so the GPU is fed
-without disk reads or Python loops in the training process. The only degradation done in the workers is JPEG
-(it needs PIL on the CPU); the others run batched on the training device (see ``train_indi.py``).
+Images are decoded once into memory (uint8). Crops are cut either on the training device, a batch at a time
+(``device_crops.DeviceCropSampler``, the default), or here by DataLoader workers (``RandomCropStream``), which the
+JPEG task needs: JPEG is the one degradation done in the workers (it needs PIL on the CPU); the others run batched
+on the training device (see ``train_indi.py``).
 """
 
 from __future__ import annotations
@@ -120,6 +121,11 @@ def load_hf_dataset(name: str, config: str | None, split: str, image_column: str
     return images
 
 
+def dihedral(crop: np.ndarray, flip: bool, turns: int) -> np.ndarray:
+    """The crop's augmentation: a horizontal flip (or not), then ``turns`` counter-clockwise 90-degree turns."""
+    return np.rot90(crop[:, ::-1] if flip else crop, turns)
+
+
 class RandomCropStream(IterableDataset):
     """An endless stream of random crops (uint8, 3 x R x R) with random flips and 90-degree rotations.
 
@@ -149,8 +155,7 @@ class RandomCropStream(IterableDataset):
             flip, turns = bool(rng.integers(2)), int(rng.integers(4))
             crops = []
             for array in pair:
-                crop = array[top : top + size, left : left + size]
-                crop = np.rot90(crop[:, ::-1] if flip else crop, turns)
+                crop = dihedral(array[top : top + size, left : left + size], flip, turns)
                 crops.append(torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1))
             sample = {"clean": crops[0]}
             if len(crops) == 2:

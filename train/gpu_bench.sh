@@ -9,6 +9,7 @@ python train/gpu_bench.py --model model_cards/indi-denoise --compile --json "$ou
 common=(--task denoise --resolution 128 --train_batch_size 32 --max_train_steps 200 --logging_steps 40
         --mixed_precision bf16 --channels_last --report_to none --validation_steps 0 --checkpointing_steps 100000
         --dataloader_num_workers 6 --lr_warmup_steps 10)
+python train/crop_bench.py --train_data_dir data/photos/train --device cuda --dataloader_num_workers 6 --json "$out/crop_bench.json"
 python train/train_indi.py "${common[@]}" --train_data_dir data/photos/train --output_dir "$out/train_real" > "$out/train_real.log" 2>&1
 python train/train_indi.py "${common[@]}" --synthetic_data --output_dir "$out/train_synthetic" > "$out/train_synthetic.log" 2>&1
 python - "$out" <<'PY'

@@ -6,7 +6,8 @@ mixed precision and gradient accumulation, AdamW + warm-up + cosine, EMA, checkp
 `--resume_from_checkpoint latest`, tensorboard, and a final model repo that `InDIPipeline.from_pretrained` loads.
 
 Data: `--train_data_dir` (clean photos, degraded on the fly by `indi_pipeline.degradations`), `--paired_data_dir`
-(`clean/` + `degraded/`, for a degradation we do not model) or `--dataset_name` (a `datasets` dataset).
+(`clean/` + `degraded/`, for a degradation we do not model) or `--dataset_name` (a `datasets` dataset), decoded once
+into memory; random crops are cut on the training device (`--crop_sampler`, see `batch_stream`).
 """
 
 from __future__ import annotations
@@ -48,12 +49,17 @@ from data import (  # noqa: E402
     load_hf_dataset,
     load_paired_folder,
 )
+from device_crops import DeviceCropSampler  # noqa: E402
 from device_degradation import DeviceDegrader  # noqa: E402
 
 logger = get_logger(__name__, log_level="INFO")
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_FILE = "train_state.json"
 TIME_SYNC_STEPS = 10
+# --crop_sampler auto cuts crops on the device when the decoded images take at most this fraction of the device's
+# free memory (CUDA), or at most CPU_CROP_MEMORY_BYTES on other devices (where the "upload" is a second copy in RAM).
+DEVICE_CROP_MEMORY_FRACTION = 0.25
+CPU_CROP_MEMORY_BYTES = 4 * 2**30
 
 
 def parse_args(argv=None):
@@ -70,7 +76,17 @@ def parse_args(argv=None):
     parser.add_argument("--image_column", type=str, default="image", help="Image column of --dataset_name.")
     parser.add_argument("--validation_data_dir", type=str, default=None, help="Clean images for periodic validation.")
     parser.add_argument("--resolution", type=int, default=128, help="Training crop size (multiple of the net's).")
-    parser.add_argument("--dataloader_num_workers", type=int, default=2, help="DataLoader workers cutting crops.")
+    parser.add_argument(
+        "--crop_sampler",
+        type=str,
+        default="auto",
+        choices=["auto", "device", "workers"],
+        help="Where random crops are cut: `device` (batched on the training device), `workers` (DataLoader "
+        "workers), or `auto`: device, except for synthetic JPEG (PIL in the workers) or images too big for the device.",
+    )
+    parser.add_argument(
+        "--dataloader_num_workers", type=int, default=2, help="DataLoader workers (with --crop_sampler workers)."
+    )
     parser.add_argument(
         "--synthetic_data",
         action="store_true",
@@ -137,6 +153,8 @@ def parse_args(argv=None):
         parser.error("give exactly one of --train_data_dir, --paired_data_dir, --dataset_name")
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id")
+    if args.crop_sampler == "device" and jpeg_in_workers(args):
+        parser.error("--crop_sampler device cannot JPEG-compress crops (PIL, on the CPU): use auto or workers")
     if args.resolution % 32:
         parser.error(f"--resolution must be a multiple of 32 (the network's input multiple), got {args.resolution}")
     if args.eps is None:
@@ -255,22 +273,58 @@ def load_training_images(args, upscale_factor: int):
     return load_clean_folder(args.train_data_dir, args.resolution)
 
 
-def batch_stream(args, dataset, device):
-    """Training batches: DataLoader workers cutting crops, or (--synthetic_data) one fixed batch on the device."""
-    if dataset is None:
+def jpeg_in_workers(args) -> bool:
+    """Synthetic JPEG degradation: done with PIL by the DataLoader workers, on the CPU."""
+    return args.task == "jpeg" and not args.paired_data_dir
+
+
+def decoded_bytes(images: list) -> int:
+    return sum(array.nbytes for item in images for array in (item if isinstance(item, tuple) else (item,)))
+
+
+def choose_crop_sampler(args, images: list, device: torch.device) -> tuple[str, str]:
+    """("device" or "workers", why) for --crop_sampler."""
+    if args.crop_sampler != "auto":
+        return args.crop_sampler, f"--crop_sampler {args.crop_sampler}"
+    if jpeg_in_workers(args):
+        return "workers", "the jpeg task compresses crops with PIL in the DataLoader workers"
+    need = decoded_bytes(images)
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+        limit = DEVICE_CROP_MEMORY_FRACTION * free
+        budget = f"{DEVICE_CROP_MEMORY_FRACTION:.0%} of the device's {free / 2**30:.1f} GiB free memory"
+    else:
+        limit, budget = CPU_CROP_MEMORY_BYTES, f"the {CPU_CROP_MEMORY_BYTES / 2**30:.1f} GiB limit on {device.type}"
+    if need > limit:
+        return "workers", f"the decoded images take {need / 2**30:.2f} GiB, more than {budget}"
+    return "device", f"the decoded images take {need / 2**30:.2f} GiB, within {budget}"
+
+
+def batch_stream(args, images: list, device: torch.device, seed: int, rank: int):
+    """(batches, sampler, why): the one place that decides how training batches are made.
+
+    Batches are dicts of uint8 (B, 3, R, R) tensors, "clean" and maybe "degraded". ``sampler`` is "device" (crops
+    cut on ``device`` by DeviceCropSampler), "workers" (DataLoader workers running RandomCropStream) or "synthetic"
+    (--synthetic_data: one fixed batch kept on the device). ``(seed, rank)`` seed the crop stream.
+    """
+    if args.synthetic_data:
         fixed = torch.randint(0, 256, (args.train_batch_size, 3, args.resolution, args.resolution), dtype=torch.uint8,
                               generator=torch.Generator().manual_seed(args.seed)).to(device)
-        return itertools.repeat({"clean": fixed})
-    # Not passed to accelerator.prepare: every process draws its own crop stream (seeded by rank), which is
-    # cheaper than having the main process fetch and dispatch every batch.
+        return itertools.repeat({"clean": fixed}), "synthetic", "--synthetic_data"
+    sampler, why = choose_crop_sampler(args, images, device)
+    # Either way every process draws its own crop stream (seeded by rank): no distributed sampler, and the loader
+    # is not passed to accelerator.prepare, which would have the main process fetch and dispatch every batch.
+    if sampler == "device":
+        crops = DeviceCropSampler(images, args.resolution, device, seed, rank)
+        return crops.batches(args.train_batch_size), sampler, why
     loader = DataLoader(
-        dataset,
+        RandomCropStream(images, args.resolution, seed, rank, jpeg_in_workers(args)),
         batch_size=args.train_batch_size,
         num_workers=args.dataloader_num_workers,
         pin_memory=device.type == "cuda",
         persistent_workers=args.dataloader_num_workers > 0,
     )
-    return iter(loader)
+    return iter(loader), sampler, why
 
 
 def validation_batch(args, device) -> torch.Tensor | None:
@@ -327,16 +381,13 @@ def main(argv=None):
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
 
-    if args.synthetic_data:
-        images, dataset = [], None
-    else:
+    images = []
+    if not args.synthetic_data:
         try:
             images = load_training_images(args, task.upscale_factor)
         except DataError as error:
             accelerator.print(f"error: {error}")
             raise SystemExit(2) from None
-        jpeg_in_worker = args.task == "jpeg" and args.paired_data_dir is None
-        dataset = RandomCropStream(images, args.resolution, args.seed, accelerator.process_index, jpeg_in_worker)
 
     model = build_model(args)
     if args.channels_last:
@@ -377,8 +428,6 @@ def main(argv=None):
         }
         logger.info(f"resumed from {checkpoint} at step {global_step} (optimizer step {resumed_from['optimizer_step']})")
         degrader.reseed(args.seed + global_step + 7919 * accelerator.process_index)
-        if dataset is not None:
-            dataset.seed = args.seed + global_step  # a fresh crop stream, not a replay of the run's first batches
         generator.manual_seed(args.seed + global_step + 104729 * accelerator.process_index)
     elif args.resume_from_checkpoint:
         logger.info(f"no checkpoint in {output_dir}; starting a new run")
@@ -391,6 +440,11 @@ def main(argv=None):
     total_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     logger.info(f"task {args.task}: {len(images)} training images, batch {total_batch}, eps {args.eps}, "
                 f"t_sampling {args.t_sampling}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
+    # Seeded by the step like the degrader: a resumed run draws fresh crops, not a replay of the run's first batches.
+    data_iter, crop_sampler, crop_sampler_why = batch_stream(
+        args, images, accelerator.device, args.seed + global_step, accelerator.process_index
+    )
+    logger.info(f"crop sampler: {crop_sampler} ({crop_sampler_why})")
     progress_bar = tqdm(
         range(args.max_train_steps), initial=global_step, desc="steps", disable=not accelerator.is_local_main_process
     )
@@ -398,7 +452,6 @@ def main(argv=None):
     # Per-batch losses since the last log, kept on the device: read (a sync) only when logging or checkpointing.
     window_start, window_images, window_losses, window_first_step = start_time, 0, [], global_step + 1
     history, stop_reason, diverged = [], "max_train_steps", False
-    data_iter = batch_stream(args, dataset, accelerator.device)
     model.train()
 
     while global_step < args.max_train_steps:
@@ -507,6 +560,8 @@ def main(argv=None):
             "world_size": accelerator.num_processes,
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
             "mixed_precision": accelerator.mixed_precision,
+            "crop_sampler": crop_sampler,
+            "crop_sampler_reason": crop_sampler_why,
             "global_step": global_step,
             "stop_reason": stop_reason,
             "wall_seconds": round(wall, 1),
