@@ -2,10 +2,10 @@
 # The GPU figures of README's Performance section, in one short run (about 4 minutes on an H100/H200):
 # inference at 1024^2 x 10 steps (eager, bf16, compiled, CUDA graphs), and training images/s with the real data
 # loader vs synthetic batches.
-# Usage: train/gpu_bench.sh OUT_DIR
+# Usage: train/gpu_bench.sh OUT_DIR [MODEL_REPO]   (default model_cards/indi-denoise)
 set -uo pipefail
-out=${1:?output folder}; mkdir -p "$out"
-python train/gpu_bench.py --model model_cards/indi-denoise --compile --json "$out/gpu_inference.json" 2>&1 | grep -v Loading
+out=${1:?output folder}; model=${2:-model_cards/indi-denoise}; mkdir -p "$out"
+python train/gpu_bench.py --model "$model" --compile --json "$out/gpu_inference.json" 2>&1 | grep -v Loading
 common=(--task denoise --resolution 128 --train_batch_size 32 --max_train_steps 200 --logging_steps 40
         --mixed_precision bf16 --channels_last --report_to none --validation_steps 0 --checkpointing_steps 100000
         --dataloader_num_workers 6 --lr_warmup_steps 10)
