@@ -136,6 +136,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(
     # A first run leaves a finished model repo in the output folder; the run that diverges resumes from it.
     train_indi.main(common_args(clean_dir, out, "--max_train_steps", "2"))
     weights_before = (out / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    info_before = (out / "train_info.json").read_bytes()
 
     poison_network(monkeypatch, train_indi, from_call=nan_step - 2)
     with pytest.raises(SystemExit) as exit_info:
@@ -153,7 +154,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(
         assert_finite_checkpoint(checkpoint)
     # The model repo of the first run is left as it was, never replaced by NaN weights.
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == weights_before
-    data = info(out)
+    assert (out / "train_info.json").read_bytes() == info_before  # and so is the record of how it was trained
+    data = json.loads((out / "train_info_diverged.json").read_text())
     assert data["global_step"] == detected_at and data["stop_reason"] == f"loss became nan at step {nan_step}"
 
     # The last good checkpoint loads and training goes on from it.

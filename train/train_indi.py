@@ -571,7 +571,9 @@ def main(argv=None):
             "args": public_args(args),
             "history": history,
         }
-        (output_dir / "train_info.json").write_text(json.dumps(info, indent=2))
+        # A diverged run leaves the model already in output_dir alone, and so the train_info.json that describes it.
+        info_name = "train_info.json" if finished else "train_info_diverged.json"
+        (output_dir / info_name).write_text(json.dumps(info, indent=2))
         if args.push_to_hub and finished:
             push_to_hub(output_dir, args.hub_model_id, args.hub_token)
     accelerator.end_training()
