@@ -96,3 +96,36 @@ def test_regression_baseline_row_and_plot_line(tmp_path):
     assert rows["regression baseline"]["steps"] == 1
     # The identity baseline returns its input: its scores are the degraded input's.
     assert rows["regression baseline"]["psnr"] == pytest.approx(rows["degraded input"]["psnr"], abs=1e-4)
+
+
+def test_bm3d_reference_row_and_card_sentence(tmp_path, monkeypatch):
+    """BM3D (true sigma) is scored beside InDI and quoted in the card; with a stand-in for the optional bm3d
+    package (its binary is not a project requirement) that returns the clean-ish input unchanged."""
+    import types
+
+    calls = []
+
+    def bm3d_rgb(noisy, sigma_psd):
+        calls.append(sigma_psd)
+        return noisy  # returns the noisy image: its row must then equal the input row
+
+    monkeypatch.setitem(sys.modules, "bm3d", types.SimpleNamespace(bm3d_rgb=bm3d_rgb))
+    repo = _repo(tmp_path / "repo", "denoise", identity=False, eps=0.02)
+    result = _evaluate(repo, _photos(tmp_path / "photos"), "denoise", "--sigma", "25", "--bm3d")
+    rows = {r["method"]: r for r in result["table"]}
+    assert calls and all(sigma == pytest.approx(25 / 255) for sigma in calls)
+    assert rows[eval_indi.BM3D]["psnr"] == pytest.approx(rows["degraded input"]["psnr"], abs=1e-3)
+    assert rows[eval_indi.BM3D]["steps"] is None
+    (tmp_path / "repo" / "train_info.json").write_text(json.dumps({"args": {}, "command": "x", "global_step": 1}))
+    assert eval_indi.BM3D in " ".join(make_model_card.reference_sentences([result]))
+
+
+def test_bm3d_is_for_denoising_and_needs_its_package(tmp_path, monkeypatch):
+    photos = _photos(tmp_path / "photos")
+    repo = _repo(tmp_path / "repo", "jpeg", identity=True)
+    with pytest.raises(SystemExit, match="denoising baseline"):
+        _evaluate(repo, photos, "jpeg", "--bm3d")
+    monkeypatch.setitem(sys.modules, "bm3d", None)  # not installed
+    repo = _repo(tmp_path / "repo2", "denoise", identity=True)
+    with pytest.raises(SystemExit, match="pip install bm3d"):
+        _evaluate(repo, photos, "denoise", "--bm3d")

@@ -4,7 +4,8 @@
 Degrades clean photos with a fixed seed (the library's own degradations), restores them at several step counts,
 and reports PSNR, SSIM, LPIPS-alex, a sharpness ratio (high-frequency energy of the output over that of the clean
 image; 1.0 = as detailed as the truth) and seconds per image, next to the degraded input (bicubic for sr4) and,
-when given, a regression baseline (a `--t_sampling one` model). Writes JSON, a Markdown table and a plot.
+when asked, a regression baseline (a `--t_sampling one` model) and, for denoising, BM3D given the true sigma (`--bm3d`).
+Writes JSON, a Markdown table and a plot.
 
     python train/eval_indi.py --model model_cards/indi-denoise --task denoise --data_dir data/photos/val --sigma 50
 """
@@ -40,6 +41,12 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32], help="Step counts to test.")
     parser.add_argument("--eps", type=float, nargs="*", default=None, help="Extra eps values (the repo's is always in).")
     parser.add_argument("--baseline_model", default=None, help="A regression (`--t_sampling one`) repo, run at 1 step.")
+    parser.add_argument(
+        "--bm3d",
+        action="store_true",
+        help="denoise: also score BM3D given the true sigma (needs `pip install bm3d`; its binary is free for "
+        "non-commercial use only, so it is not a project requirement)",
+    )
     parser.add_argument("--sigma", type=float, default=None, help="denoise: noise sigma in 0-255 units (default 50).")
     parser.add_argument("--quality", type=int, default=None, help="jpeg: JPEG quality (default 10).")
     parser.add_argument("--crop", type=int, default=512, help="Centre crop size per photo (0 = whole photo).")
@@ -97,6 +104,33 @@ def mean_rows(rows: list[dict]) -> dict:
     return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
 
 
+REGRESSION, BM3D = "regression baseline", "BM3D (true sigma)"
+
+
+def reference_methods(args, kwargs: dict, strength: float) -> dict:
+    """Methods scored beside InDI: ``{label: run(pipe_input, seed) -> restored (1, 3, H, W)}``."""
+    references = {}
+    if args.baseline_model:
+        baseline = InDIPipeline.from_pretrained(args.baseline_model).to(args.device)
+        baseline.set_progress_bar_config(disable=True)
+        references[REGRESSION] = lambda pipe_input, seed: restore(baseline, pipe_input, 1, strength, seed)[0]
+    if args.bm3d:
+        if args.task != "denoise":
+            raise SystemExit("eval_indi: --bm3d is a denoising baseline (use it with --task denoise)")
+        try:
+            import bm3d
+        except ImportError:
+            raise SystemExit("eval_indi: --bm3d needs the bm3d package: pip install bm3d") from None
+        sigma = kwargs["sigma"]
+
+        def run_bm3d(noisy: torch.Tensor, seed: int) -> torch.Tensor:
+            array = noisy[0].permute(1, 2, 0).double().numpy()
+            return torch.from_numpy(bm3d.bm3d_rgb(array, sigma_psd=sigma)).permute(2, 0, 1)[None].float()
+
+        references[BM3D] = run_bm3d
+    return references
+
+
 def restore(pipe, pipe_input, steps, strength, seed, eps=None):
     generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
@@ -110,10 +144,8 @@ def evaluate(args) -> dict:
     task = get_task(args.task)
     pipe = InDIPipeline.from_pretrained(args.model).to(args.device)
     pipe.set_progress_bar_config(disable=True)
-    baseline = InDIPipeline.from_pretrained(args.baseline_model).to(args.device) if args.baseline_model else None
-    if baseline is not None:
-        baseline.set_progress_bar_config(disable=True)
     kwargs, strength, setting = degradation_settings(args, task)
+    references = reference_methods(args, kwargs, strength)
     images = load_clean_images(args.data_dir, args.crop, max(4, task.upscale_factor), args.max_images)
     model_eps = float(pipe.scheduler.config.eps)
     eps_values = [model_eps] + [e for e in (args.eps or []) if e != model_eps]
@@ -131,19 +163,20 @@ def evaluate(args) -> dict:
                 restored, elapsed = restore(pipe, pipe_input, steps, strength, args.seed + index, eps)
                 rows.setdefault(key, []).append(score(restored, clean))
                 seconds.setdefault(key, []).append(elapsed)
-        if baseline is not None:
-            restored, elapsed = restore(baseline, pipe_input, 1, strength, args.seed + index)
-            rows.setdefault("baseline", []).append(score(restored, clean))
-            seconds.setdefault("baseline", []).append(elapsed)
+        for method, run in references.items():
+            start = time.perf_counter()
+            restored = run(pipe_input, args.seed + index)
+            seconds.setdefault(method, []).append(time.perf_counter() - start)
+            rows.setdefault(method, []).append(score(restored, clean))
         print(f"{name}: input PSNR {rows['input'][-1]['psnr']:.2f}, 1 step {rows[f'indi|{model_eps:g}|1'][-1]['psnr']:.2f}",
               flush=True)
 
     table = []
     input_label = "bicubic" if task.upscale_factor > 1 else "degraded input"
     table.append({"method": input_label, "steps": None, "eps": None, **mean_rows(rows["input"]), "seconds": 0.0})
-    if baseline is not None:
-        table.append({"method": "regression baseline", "steps": 1, "eps": None, **mean_rows(rows["baseline"]),
-                      "seconds": float(np.mean(seconds["baseline"]))})
+    for method, steps in ((m, 1 if m == REGRESSION else None) for m in references):
+        table.append({"method": method, "steps": steps, "eps": None, **mean_rows(rows[method]),
+                      "seconds": float(np.mean(seconds[method]))})
     for key in rows:
         if key.startswith("indi|"):
             _, eps, steps = key.split("|")
@@ -227,9 +260,8 @@ def plot(result: dict, path: Path) -> None:
     for ax, metric, label in ((axes[0], "psnr", "PSNR (dB), higher is better"), (axes[1], "lpips", "LPIPS, lower is better")):
         ax.plot(steps, [r[metric] for r in indi], "o-", label="InDI")
         ax.axhline(reference[metric], color="gray", linestyle="--", label=reference["method"])
-        baseline = next((r for r in result["table"] if r["method"] == "regression baseline"), None)
-        if baseline:
-            ax.axhline(baseline[metric], color="tab:red", linestyle=":", label="regression baseline")
+        for row, color in zip((r for r in result["table"][1:] if r["method"] != "InDI"), ("tab:red", "tab:green")):
+            ax.axhline(row[metric], color=color, linestyle=":", label=row["method"])
         ax.set_xscale("log", base=2)
         ax.set_xticks(steps, [str(s) for s in steps])
         ax.set_xlabel("InDI steps")

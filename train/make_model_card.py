@@ -126,6 +126,20 @@ def eps_cost(evaluation: dict) -> str:
             f"{with_eps['lpips']:.4f}).")
 
 
+def reference_sentences(evaluations: list[dict]) -> list[str]:
+    """One bullet per evaluation that scored a classical reference method (BM3D for denoising) beside InDI."""
+    lines = []
+    for evaluation in evaluations:
+        one = next(r for r in evaluation["table"] if r["method"] == "InDI" and r["steps"] == 1
+                   and r["eps"] == evaluation["model_eps"])
+        for row in evaluation["table"][1:]:
+            if row["method"].startswith("BM3D"):
+                lines.append(f"- {evaluation['setting']}: {row['method']} reaches {row['psnr']:.2f} dB / LPIPS "
+                             f"{row['lpips']:.4f} ({row['seconds']:.1f} s per image); this model at 1 step "
+                             f"{one['psnr']:.2f} dB / {one['lpips']:.4f} ({one['seconds']:.2f} s).")
+    return lines
+
+
 def build_card(folder: Path, hub_org: str | None) -> ModelCard:
     model_index = json.loads((folder / "model_index.json").read_text())
     task = get_task(model_index["task"])
@@ -161,6 +175,7 @@ def build_card(folder: Path, hub_org: str | None) -> ModelCard:
         f"- Trained on: {TRAINING_DEGRADATION[task.task_id]}.",
         f"- Expect it to fail on: {FAILS_ON[task.task_id]}.",
         f"- On the held-out photos ({main['setting']}), 1 step gains **{gain:+.2f} dB** PSNR over the {input_label}.",
+        *reference_sentences(evaluations),
         "- It restores RGB; grayscale is handled as gray RGB and alpha is passed through untouched.",
         "",
         "## How to use",
