@@ -55,8 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         default=None,
         metavar="PATH_OR_REPO_ID",
-        help="pipeline folder or Hub repo id whose network to time; default: a randomly initialised InDINet() with "
-        "the default (zoo) config",
+        help="pipeline folder or Hub repo id whose network to time, or a configuration such as "
+        "'InDINet(width=48, unshuffle=4)' (random weights); default: a randomly initialised InDINet() with the "
+        "default (zoo) config",
     )
     parser.add_argument(
         "--sizes", type=int, nargs="+", default=[256, 512, 1024], help="square input sizes in px (default: 256 512 1024)"
@@ -194,6 +195,23 @@ def _perturb(net: torch.nn.Module) -> torch.nn.Module:
     return net
 
 
+def network_spec(model: str) -> dict | None:
+    """``"InDINet(width=48, unshuffle=4)"`` -> ``{"width": 48, "unshuffle": 4}`` (literal values only, never
+    evaluated as code); None when ``model`` is not such a spec (then it is a folder or a Hub id)."""
+    import ast
+
+    text = model.strip()
+    if not text.startswith("InDINet("):
+        return None
+    try:
+        call = ast.parse(text, mode="eval").body
+        if not isinstance(call, ast.Call) or call.args:
+            raise ValueError("give keyword arguments only")
+        return {keyword.arg: ast.literal_eval(keyword.value) for keyword in call.keywords}
+    except (SyntaxError, ValueError) as error:
+        raise SystemExit(f"indi: error: --model {model!r} is not InDINet(key=value, ...): {error}") from None
+
+
 def load_network(model: str | None):
     """(network, scheduler, description): the default InDINet() or the network of a saved pipeline / network."""
     from .network import InDINet
@@ -203,6 +221,14 @@ def load_network(model: str | None):
     if model is None:
         torch.manual_seed(0)
         return _perturb(InDINet()), InDIScheduler(eps=0.02), "InDINet() default config (random weights)"
+    config = network_spec(model)
+    if config is not None:
+        torch.manual_seed(0)
+        try:
+            net = InDINet(**config)
+        except (TypeError, ValueError) as error:
+            raise SystemExit(f"indi: error: --model {model!r}: {error}") from None
+        return _perturb(net), InDIScheduler(eps=0.02), f"{model} (random weights)"
     path = Path(model)
     if path.is_dir() and not (path / "model_index.json").exists() and (path / "config.json").exists():
         return InDINet.from_pretrained(path), InDIScheduler(eps=0.02), f"InDINet from {model}"

@@ -90,3 +90,16 @@ def test_compile_rows(tiny_repo, tmp_path, inductor_cache, capsys):
     assert compiled["size"] == 32 and compiled["steps"] == 2
     assert compiled["compiled_vs_eager_psnr_db"] > 60  # the same restoration up to float rounding
     assert "| torch.compile (inductor, frozen weights) | eager | compiled |" in capsys.readouterr().out
+
+
+def test_a_network_configuration_can_be_timed(tmp_path):
+    out = tmp_path / "result.json"
+    spec = "InDINet(width=8, encoder_blocks=(1, 1), decoder_blocks=(1, 1), middle_blocks=1, unshuffle=4)"
+    assert main(["bench", "--model", spec, "--sizes", "32", "--repeats", "1", "--warmup", "0", "--steps", "1",
+                 "--compare-size", "32", "--json", str(out)]) == 0
+    model = json.loads(out.read_text())["model"]
+    assert model["config"]["unshuffle"] == 4 and model["config"]["width"] == 8
+    for bad, word in [("InDINet(width=__import__('os'))", "not InDINet"), ("InDINet(8)", "keyword"),
+                      ("InDINet(colour=3)", "colour")]:
+        with pytest.raises(SystemExit, match=word):
+            main(["bench", "--model", bad, "--sizes", "32", "--repeats", "1", "--compare-size", "32"])

@@ -25,7 +25,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "train" / "train_indi.py"
 
-# Tiny InDINet (input multiple 2 * 2**2 = 8; the script still asks for a crop that is a multiple of 32).
+# Tiny InDINet (input multiple 2 * 2**2 = 8; crops must be a multiple of that).
 TINY = ["--width", "8", "--encoder_blocks", "1", "1", "--decoder_blocks", "1", "1", "--middle_blocks", "1"]
 FAST = ["--resolution", "64", "--train_batch_size", "2", "--dataloader_num_workers", "0", "--lr_warmup_steps", "1",
         "--logging_steps", "1", "--validation_steps", "0", "--seed", "0"]
@@ -319,7 +319,10 @@ def test_unreadable_and_too_small_images_named(tmp_path, train_indi, capsys):
 def test_argument_errors(tmp_path, train_indi, capsys):
     base = ["--task", "denoise", "--output_dir", str(tmp_path / "out")]
     for argv, text in [
-        ([*base, "--train_data_dir", "a", "--resolution", "48"], "multiple of 32"),
+        ([*base, "--train_data_dir", "a", "--resolution", "48"], "multiple of 32"),  # the default net
+        ([*base, "--train_data_dir", "a", "--resolution", "96", "--unshuffle", "4"], "multiple of 64"),
+        ([*base, "--train_data_dir", "a", "--resolution", "44", *TINY], "multiple of 8"),
+        ([*base, "--train_data_dir", "a", "--unshuffle", "0"], "--unshuffle must be >= 1"),
         ([*base], "exactly one of"),
         ([*base, "--train_data_dir", "a", "--paired_data_dir", "b"], "exactly one of"),
         ([*base, "--train_data_dir", "a", "--push_to_hub"], "--hub_model_id"),
@@ -407,3 +410,12 @@ def test_t_sampling_one_and_init_from(tmp_path, clean_dir, train_indi):
                      "--init_from", str(out), "--max_train_steps", "1", "--report_to", "none", *FAST])
     assert json.loads((tuned / "unet" / "config.json").read_text())["width"] == 8
     assert_fp16_repo(tuned)
+
+
+def test_unshuffle_4_network_trains_and_is_saved(tmp_path, clean_dir, train_indi):
+    """The faster configuration (first level at 1/4 resolution) trains and loads like the default."""
+    out = tmp_path / "u4"
+    train_indi.main(["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir", str(out),
+                     "--unshuffle", "4", "--max_train_steps", "1", "--report_to", "none", *FAST, *TINY])
+    assert json.loads((out / "unet" / "config.json").read_text())["unshuffle"] == 4
+    assert_fp16_repo(out)
