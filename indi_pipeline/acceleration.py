@@ -22,6 +22,11 @@ def default_compile_cache() -> Path:
     return Path(os.path.expanduser(base)) / "indi" / "torchinductor"
 
 
+def compile_cache_dir() -> Path:
+    """The kernel cache torch.compile uses: $TORCHINDUCTOR_CACHE_DIR if set, else ours (compile_network sets it)."""
+    return Path(os.environ.get(COMPILE_CACHE_ENV) or default_compile_cache())
+
+
 def compile_network(network: torch.nn.Module, mode: str | None = None) -> torch.nn.Module:
     """Compiles ``network`` in place for inference (``torch.compile``, static shapes) and returns it.
 
@@ -31,7 +36,7 @@ def compile_network(network: torch.nn.Module, mode: str | None = None) -> torch.
     torch._dynamo's cache limit, then eager), so tiles and same-size batches get the benefit. ``mode``: torch.compile's
     (e.g. ``"reduce-overhead"`` for CUDA graphs on a GPU); None is its default.
     """
-    os.environ.setdefault(COMPILE_CACHE_ENV, str(default_compile_cache()))
+    os.environ[COMPILE_CACHE_ENV] = str(compile_cache_dir())
     device = next(network.parameters()).device
     options = {"freezing": True} if device.type == "cpu" else {}
     network.eval()

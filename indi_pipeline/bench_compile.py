@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .acceleration import COMPILE_CACHE_ENV, compile_network, optimize_for_inference
+from .acceleration import compile_cache_dir, compile_network, optimize_for_inference
 
 
 def _has_files(folder: Path) -> bool:
@@ -23,9 +23,6 @@ def _has_files(folder: Path) -> bool:
 
 def compile_comparison(net, scheduler, size: int, steps: int, repeats: int, warmup: int, device: str) -> dict:
     """Forward and ``steps``-step restore at ``size`` x ``size``, eager vs compiled, plus compile time and agreement."""
-    import os
-
-    from .acceleration import default_compile_cache
     from .bench import _timestep, time_ms
     from .metrics import psnr
     from .pipeline_indi import InDIPipeline
@@ -36,7 +33,7 @@ def compile_comparison(net, scheduler, size: int, steps: int, repeats: int, warm
         return optimize_for_inference(pipe)
 
     eager, compiled = pipeline(net), pipeline(net)
-    cache = Path(os.environ.get(COMPILE_CACHE_ENV) or default_compile_cache())
+    cache = compile_cache_dir()
     cache_was_warm = _has_files(cache)
     compile_network(compiled.unet)
 

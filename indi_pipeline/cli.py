@@ -138,7 +138,6 @@ def load_pipeline(model: str | None, task_id: str, device: str = "cpu", compile:
     from diffusers.utils import logging as diffusers_logging
 
     from .acceleration import optimize_for_inference
-
     from .pipeline_indi import InDIPipeline
 
     diffusers_logging.disable_progress_bar()  # the "Loading pipeline components" bar; the CLI prints its own lines

@@ -144,7 +144,12 @@ class InDINet(SafetensorsOnlyLoading, ModelMixin, ConfigMixin):
     @property
     def input_multiple(self) -> int:
         """Height and width must be multiples of this (the pipeline pads and crops back)."""
-        return self.config.unshuffle * 2 ** len(self.config.encoder_blocks)
+        return self.input_multiple_of(self.config.unshuffle, len(self.config.encoder_blocks))
+
+    @staticmethod
+    def input_multiple_of(unshuffle: int, levels: int) -> int:
+        """The input multiple of a configuration (before building it): the unshuffle, then one 2x down per level."""
+        return unshuffle * 2**levels
 
     def _film(self, timestep: torch.Tensor | float | int, batch: int, device, dtype) -> list[torch.Tensor]:
         timestep = torch.as_tensor(timestep, device=device, dtype=torch.float32)

@@ -17,7 +17,7 @@ from diffusers.utils import BaseOutput, replace_example_docstring
 
 from .degradations import bicubic_upsample
 from .image_io import ImageBatch, merge, tensor_to_output, to_image_batches
-from .safe_loading import find_local_folder, missing_safetensors_problem
+from .safe_loading import find_local_folder, missing_safetensors_problem, refuse_pickle_option
 from .scheduling_indi import InDIScheduler
 from .tiling import AUTO_TILE_PIXELS, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, count_tiles, predict_tiled
 
@@ -91,8 +91,7 @@ class InDIPipeline(DiffusionPipeline):
         config.json, and a config.json written for another class. No code from the repo runs unless the caller
         passes ``trust_remote_code=True`` (and a published repo's generated code never does: see `load_config`).
         """
-        if kwargs.pop("use_safetensors", None) is False:
-            raise ValueError("InDIPipeline loads safetensors weights only; use_safetensors=False (pickle) is refused")
+        refuse_pickle_option(kwargs, cls.__name__)
         try:
             return super().from_pretrained(pretrained_model_name_or_path, use_safetensors=True, **kwargs)
         except OSError as error:

@@ -36,6 +36,12 @@ def find_local_folder(name_or_path, subfolder: str | None = None, cache_dir=None
     return Path(cached).parent if isinstance(cached, str) else None
 
 
+def refuse_pickle_option(kwargs: dict, owner: str) -> None:
+    """Takes ``use_safetensors`` out of from_pretrained's ``kwargs`` (the loaders always pass True): False is refused."""
+    if kwargs.pop("use_safetensors", None) is False:
+        raise ValueError(f"{owner} loads safetensors weights only; use_safetensors=False (pickle) is refused")
+
+
 def missing_safetensors_problem(folder: Path) -> str | None:
     """Says that a component folder (one with a config.json) has no safetensors weights, naming the pickles it has."""
     if not (folder / "config.json").is_file() or any(folder.glob("*.safetensors")):
@@ -147,8 +153,7 @@ class SafetensorsOnlyLoading:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        if kwargs.pop("use_safetensors", None) is False:
-            raise ValueError(f"{cls.__name__} loads safetensors weights only; use_safetensors=False (pickle) is refused")
+        refuse_pickle_option(kwargs, cls.__name__)
         return_info = kwargs.pop("output_loading_info", False)
         try:
             model, info = super().from_pretrained(

@@ -164,7 +164,7 @@ def parse_args(argv=None):
         parser.error("--crop_sampler device cannot JPEG-compress crops (PIL, on the CPU): use auto or workers")
     if args.unshuffle < 1:
         parser.error(f"--unshuffle must be >= 1, got {args.unshuffle}")
-    multiple = args.unshuffle * 2 ** len(args.encoder_blocks)  # InDINet.input_multiple of this configuration
+    multiple = InDINet.input_multiple_of(args.unshuffle, len(args.encoder_blocks))
     if args.resolution % multiple:
         parser.error(f"--resolution must be a multiple of {multiple} (the network's input multiple), got {args.resolution}")
     if args.eps is None:
