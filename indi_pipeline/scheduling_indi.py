@@ -115,6 +115,18 @@ class InDIScheduler(SchedulerMixin, ConfigMixin):
             return eps * t.clamp(min=0).sqrt()
         return eps * t
 
+    def fresh_noise_std(self, t: float, t_next: float) -> float:
+        """Std of the fresh noise a step from t to t_next adds on top of the carried path noise.
+
+        The update carries (t_next / t) * std_t of noise; fresh noise tops it up to std_{t_next}. Written out in
+        closed form (in double precision) because the difference of squares, computed from float32 t values, leaves
+        a rounding residue: the constant schedule then drew a full-size noise image per step to add ~1e-6 of noise.
+        """
+        if self.config.eps == 0.0 or self.config.noise_schedule == "constant":
+            return 0.0  # std_t = eps * t is carried exactly by the (t_next / t) scaling
+        # brownian: std_t^2 = eps^2 t, so std_{t_next}^2 - (t_next / t)^2 std_t^2 = eps^2 t_next (t - t_next) / t.
+        return self.config.eps * math.sqrt(max(t_next * (t - t_next) / t, 0.0))
+
     # --------------------------------------------------------------------------------------------------- inference
     def set_timesteps(
         self,
@@ -194,16 +206,12 @@ class InDIScheduler(SchedulerMixin, ConfigMixin):
         pred_clean = model_output.to(torch.float32)
         t = self.sigmas[self.step_index].item()
         t_next = self.sigmas[self.step_index + 1].item()
-        ratio = (t - t_next) / t
-        prev_sample = ratio * pred_clean + (1.0 - ratio) * x_t
-
-        # Fresh noise tops the carried noise ((t_next / t) * std_t) up to std_{t_next}; zero for `constant`.
-        carried = (t_next / t) * float(self.noise_std(t))
-        fresh_var = float(self.noise_std(t_next)) ** 2 - carried**2
-        if fresh_var > 1e-12:
+        # lerp: one pass over the image instead of two multiplies and an add (the pipeline's own time matters on CPU).
+        prev_sample = torch.lerp(x_t, pred_clean, (t - t_next) / t)
+        fresh_std = self.fresh_noise_std(t, t_next)
+        if fresh_std > 0.0:
             noise = randn_tensor(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
-            prev_sample = prev_sample + math.sqrt(fresh_var) * noise
-
+            prev_sample = prev_sample + fresh_std * noise
         self._step_index += 1
         prev_sample = prev_sample.to(sample.dtype)
         pred_clean = pred_clean.to(model_output.dtype)

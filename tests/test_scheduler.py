@@ -161,6 +161,30 @@ def test_brownian_fresh_noise_variance():
 
 
 @pytest.mark.parametrize("schedule", ["constant", "brownian"])
+def test_fresh_noise_std_is_the_difference_of_variances(schedule):
+    """The closed form equals std(t_next)^2 - ((t_next / t) std(t))^2 computed in double precision."""
+    eps = 0.02
+    sched = InDIScheduler(eps=eps, noise_schedule=schedule)
+    std = (lambda t: eps * t) if schedule == "constant" else (lambda t: eps * math.sqrt(t))
+    for t, t_next in [(1.0, 0.9), (0.7, 0.3), (0.5, 0.0), (0.125, 0.0625)]:
+        expected = math.sqrt(max(std(t_next) ** 2 - (t_next / t * std(t)) ** 2, 0.0))
+        assert sched.fresh_noise_std(t, t_next) == pytest.approx(expected, rel=1e-9, abs=1e-15)
+
+
+def test_constant_schedule_draws_noise_only_at_the_start():
+    """The constant schedule's steps carry the path noise exactly: no per-step draw (float32 t values used to leave
+    a rounding residue that drew a full noise image each step for ~1e-6 of noise)."""
+    sched = InDIScheduler(eps=0.02, noise_schedule="constant")
+    sched.set_timesteps(10)
+    g = torch.Generator().manual_seed(0)
+    x = sched.prepare_start_sample(torch.rand(1, 3, 64, 64), generator=g)
+    state = g.get_state()
+    for t in sched.timesteps:
+        x = sched.step(x * 0.9, t, x, generator=g).prev_sample
+    assert torch.equal(g.get_state(), state)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "brownian"])
 def test_path_marginal_noise(schedule):
     """F = 0, y = 0: the walk's x_t is pure path noise whose std is t * eps_t at every t of the walk."""
     sched = InDIScheduler(eps=0.4, noise_schedule=schedule)
