@@ -29,12 +29,10 @@ class InputError(Exception):
 
 
 # ------------------------------------------------------------------------------------------------------- helpers
-def _one_line(message: object) -> str:
-    return " ".join(str(message).split())
-
-
 def _error(path: object, message: object) -> None:
-    print(f"indi: error: {path}: {_one_line(message)}", file=sys.stderr, flush=True)
+    from .image_io import one_line  # lazily, like every torch-importing module here: `indi --help` stays instant
+
+    print(f"indi: error: {path}: {one_line(message)}", file=sys.stderr, flush=True)
 
 
 def expand_inputs(arguments: list[str]) -> tuple[list[Path], list[str]]:
@@ -146,7 +144,9 @@ def load_pipeline(model: str | None, task_id: str, device: str = "cpu", compile:
         try:
             return InDIPipeline.from_pretrained(source), None
         except Exception as error:  # noqa: BLE001 - loading can fail in many library-specific ways; all are reported
-            return None, _one_line(f"{type(error).__name__}: {error}")
+            from .image_io import one_line
+
+            return None, one_line(f"{type(error).__name__}: {error}")
 
     if model is not None:
         local = Path(model).expanduser()

@@ -103,12 +103,13 @@ def size_problem(width: int, height: int, max_pixels: int | None, scale: int = 1
     return f"{width}x{height} px{walk}{batch} = {megapixels(pixels)}; the limit is {megapixels(max_pixels)}"
 
 
-def _one_line(error: object) -> str:
-    return " ".join(str(error).split())
+def one_line(message: object) -> str:
+    """A message on one line (error texts from Pillow or the OS can hold newlines and runs of spaces)."""
+    return " ".join(str(message).split())
 
 
 def _damaged(error: Exception) -> ImageFileError:
-    return ImageFileError(f"the image data is truncated or damaged ({_one_line(error)})")
+    return ImageFileError(f"the image data is truncated or damaged ({one_line(error)})")
 
 
 def _unidentified(path: os.PathLike | str) -> str:
@@ -140,7 +141,7 @@ def _unidentified(path: os.PathLike | str) -> str:
         return "not an image: an SVG drawing (a vector format: export it as PNG first)"
     if start.startswith("<?xml"):
         return "not an image: an XML file"
-    return f"not an image: a text file (it starts with {_one_line(text)[:40]!r})"
+    return f"not an image: a text file (it starts with {one_line(text)[:40]!r})"
 
 
 def _claimed_size(path: os.PathLike | str, error: Exception) -> str:
@@ -195,7 +196,7 @@ def open_image_file(path: os.PathLike | str, max_pixels: int | None = DEFAULT_MA
     except OSError as error:
         if error.errno is None:  # raised by Pillow: the header is cut short ("Truncated File Read") or corrupt
             raise _damaged(error) from None
-        raise ImageFileError(f"cannot read the file: {_one_line(error)}") from None  # permissions, a broken disk...
+        raise ImageFileError(f"cannot read the file: {one_line(error)}") from None  # permissions, a broken disk...
     with image:
         problem = size_problem(image.width, image.height, max_pixels, scale)
         if problem:
