@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -86,12 +87,16 @@ def test_kill_during_checkpoint_save_then_resume_latest(tmp_path, clean_dir, tra
     assert {"model.safetensors", "optimizer.bin", "train_state.json", "custom_checkpoint_0.pkl"} <= complete
     assert not (out / "train_info.json").exists() and not (out / "model_index.json").exists()
 
+    # A second killed attempt that died saving another step leaves its own temporary folder behind.
+    other_half = out / ".tmp-checkpoint-3"
+    shutil.copytree(half, other_half)
     train_indi.main(common_args(clean_dir, out, "--max_train_steps", "4", "--resume_from_checkpoint", "latest"))
     data = info(out)
     assert data["resumed_from"] == {"checkpoint": "checkpoint-2", "global_step": 2, "optimizer_step": 2}
     assert data["global_step"] == 4 and data["stop_reason"] == "max_train_steps"
     assert [p.name for p in train_indi.list_checkpoints(out)] == ["checkpoint-2", "checkpoint-4"]
     assert not half.exists()  # the resumed run's save of step 4 replaced the half-written folder
+    assert not other_half.exists()  # and a successful save clears every leftover of a killed save
     assert_fp16_repo(out)
 
 

@@ -207,6 +207,8 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, state
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+        for stale in output_dir.glob(f".tmp-{CHECKPOINT_PREFIX}*"):  # half-written by an earlier run that was killed
+            shutil.rmtree(stale, ignore_errors=True)
         if total_limit is not None:
             for old in list_checkpoints(output_dir)[:-total_limit]:
                 shutil.rmtree(old, ignore_errors=True)
