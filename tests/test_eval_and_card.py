@@ -73,11 +73,7 @@ def test_model_card_is_generated_from_the_evaluation(tmp_path):
 
     repo = _repo(tmp_path / "repo", "jpeg", identity=False, eps=0.02)
     result = _evaluate(repo, _photos(tmp_path / "photos"), "jpeg")
-    info = {"args": {"loss": "l1", "learning_rate": 1e-3, "lr_warmup_steps": 10, "train_batch_size": 4,
-                     "resolution": 64, "ema_max_decay": 0.999, "seed": 0},
-            "mixed_precision": "no", "global_step": 5, "wall_seconds": 12.0, "device": "cpu",
-            "images_per_second_median": 3.0, "stop_reason": "max_train_steps", "command": "train_indi.py ..."}
-    (repo / "train_info.json").write_text(json.dumps(info))
+    (repo / "train_info.json").write_text(json.dumps(_train_info("train_indi.py ...", steps=5)))
     make_model_card.main([str(repo), "--hub_org", "someone"])
     card = ModelCard.load(repo / "README.md")
     assert card.data.library_name == "diffusers" and card.data.pipeline_tag == "image-to-image"
@@ -86,6 +82,30 @@ def test_model_card_is_generated_from_the_evaluation(tmp_path):
     assert values["PSNR (q10, 1 step)"] == pytest.approx(result["one_step"]["psnr"], abs=1e-4)
     assert 'InDIPipeline.from_pretrained("someone/indi-jpeg")' in card.text
     assert "Inversion by Direct Iteration" in card.text and "@article{delbracio2023indi" in card.text
+
+
+def _train_info(command: str, steps: int, device: str = "cpu", base: dict | None = None) -> dict:
+    return {"args": {"loss": "l1", "learning_rate": 1e-3, "lr_warmup_steps": 10, "train_batch_size": 4,
+                     "resolution": 64, "ema_max_decay": 0.999, "seed": 0, "t_sampling": "uniform", "eps": None},
+            "mixed_precision": "no", "global_step": steps, "wall_seconds": 12.0 * steps, "device": device,
+            "images_per_second_median": 3.0, "stop_reason": "max_train_steps", "command": command,
+            "init_from_train_info": base}
+
+
+def test_model_card_describes_every_training_stage_of_a_fine_tune(tmp_path):
+    """A fine-tune's train_info.json nests its base's record: the card lists both runs, first run first."""
+    repo = _repo(tmp_path / "repo", "jpeg", identity=False, eps=0.02)
+    _evaluate(repo, _photos(tmp_path / "photos"), "jpeg")
+    base = _train_info("train/train_zoo.sh /tmp/zoo 7.5, which ran: python train/train_indi.py --seed 0", 40, "GPU X")
+    tuned = _train_info("python train/train_indi.py --init_from base --seed 1", 7, "cpu", base=base)
+    (repo / "train_info.json").write_text(json.dumps(tuned))
+    make_model_card.main([str(repo)])
+    text = (repo / "README.md").read_text()
+    first, second = text.index("- Stage 1 of 2: 40 steps"), text.index("- Stage 2 of 2 (fine-tunes the previous): 7 steps")
+    assert first < second
+    assert "on GPU X, shared with the other zoo models" in text[first:second]
+    assert "`python train/train_indi.py --init_from base --seed 1`" in text[second:]
+    assert "(8 min on GPU X then 1 min on cpu)" in text
 
 
 def test_regression_baseline_row_and_plot_line(tmp_path):

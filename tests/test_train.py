@@ -410,6 +410,10 @@ def test_t_sampling_one_and_init_from(tmp_path, clean_dir, train_indi):
                      "--init_from", str(out), "--max_train_steps", "1", "--report_to", "none", *FAST])
     assert json.loads((tuned / "unet" / "config.json").read_text())["width"] == 8
     assert_fp16_repo(tuned)
+    # the fine-tune's record carries the base's (without its loss history): the card can describe both stages
+    base = info(tuned)["init_from_train_info"]
+    assert base["args"]["t_sampling"] == "one" and base["global_step"] == 2 and "history" not in base
+    assert info(out)["init_from_train_info"] is None
 
 
 def test_unshuffle_4_network_trains_and_is_saved(tmp_path, clean_dir, train_indi):

@@ -140,6 +140,43 @@ def reference_sentences(evaluations: list[dict]) -> list[str]:
     return lines
 
 
+def training_stages(info: dict) -> list[dict]:
+    """The runs that made the weights, first run first: a fine-tune's train_info.json nests its base's record."""
+    stages = []
+    while info is not None:
+        stages.insert(0, info)
+        info = info.get("init_from_train_info")
+    return stages
+
+
+def t_sampling_text(scheduler: dict) -> str:
+    if scheduler["t_sampling"] == "mixture":
+        return f"uniform on (0, 1] mixed with t = 1 at weight {scheduler['t_one_probability']:g}"
+    return scheduler["t_sampling"]
+
+
+def stage_line(number: int, info: dict, count: int) -> str:
+    """One run: recipe, length, machine and the exact command (train_info.json of that run)."""
+    args = info["args"]
+    label = "Run" if count == 1 else f"Stage {number} of {count}" + (" (fine-tunes the previous)" if number > 1 else "")
+    device = info["device"]
+    # train_zoo.sh trains the five zoo models at once on one GPU, so each got a share of it.
+    shared = ", shared with the other zoo models trained at the same time" if "train_zoo.sh" in info["command"] else ""
+    eps = f"eps {args['eps']:g}, " if args.get("eps") is not None else ""
+    return (
+        f"- {label}: {info['global_step']} steps in {info['wall_seconds'] / 60:.1f} min on {device}{shared}, "
+        f"{info['images_per_second_median']:.0f} images/s, stopped by {info['stop_reason']}. {eps}p(t) "
+        f"{args['t_sampling']}, AdamW lr {args['learning_rate']:g} with {args['lr_warmup_steps']} warm-up steps then "
+        f"cosine over the budget, batch {args['train_batch_size']} × {args['resolution']} px crops, EMA "
+        f"{args['ema_max_decay']}, mixed precision {info['mixed_precision']}, seed {args['seed']}. "
+        f"Command: `{info['command']}`."
+    )
+
+
+def total_training_text(stages: list[dict]) -> str:
+    return " then ".join(f"{s['wall_seconds'] / 60:.0f} min on {s['device']}" for s in stages)
+
+
 def build_card(folder: Path, hub_org: str | None) -> ModelCard:
     model_index = json.loads((folder / "model_index.json").read_text())
     task = get_task(model_index["task"])
@@ -225,27 +262,22 @@ def build_card(folder: Path, hub_org: str | None) -> ModelCard:
             f"Reproduce: `{evaluation['command']}`",
             "",
         ]
-    minutes = info["wall_seconds"] / 60
+    stages = training_stages(info)
     sections += [
         "## Training",
         "",
-        f"- Network: InDINet (NAFNet-style, time-conditioned), width {unet['width']}, encoder blocks "
-        f"{unet['encoder_blocks']}, middle {unet['middle_blocks']}, decoder {unet['decoder_blocks']}; fp16 safetensors.",
-        f"- InDI: eps = {scheduler['eps']:g} ({scheduler['noise_schedule']} schedule), p(t) = {scheduler['t_sampling']}, "
-        f"{train_args['loss'].upper()} loss on the predicted clean image.",
-        f"- Optimisation: AdamW lr {train_args['learning_rate']:g}, {train_args['lr_warmup_steps']} warm-up steps then "
-        f"cosine over the wall-clock budget, batch {train_args['train_batch_size']} × {train_args['resolution']} px "
-        f"crops, EMA {train_args['ema_max_decay']}, mixed precision {info['mixed_precision']}, seed {train_args['seed']}.",
-        f"- Run: {info['global_step']} steps in {minutes:.1f} min on one {info['device']} (shared with the four other "
-        f"zoo models, trained at the same time), {info['images_per_second_median']:.0f} images/s; stopped by "
-        f"{info['stop_reason']}.",
-        f"- Command: `{info['command']}`.",
+        f"- Network: InDINet (NAFNet-style, time-conditioned), width {unet['width']}, input pixel-unshuffle "
+        f"{unet.get('unshuffle', 2)}, encoder blocks {unet['encoder_blocks']}, middle {unet['middle_blocks']}, decoder "
+        f"{unet['decoder_blocks']}; fp16 safetensors.",
+        f"- InDI: eps = {scheduler['eps']:g} ({scheduler['noise_schedule']} schedule), "
+        f"p(t) = {t_sampling_text(scheduler)}, {train_args['loss'].upper()} loss on the predicted clean image.",
+        *(stage_line(number, stage, len(stages)) for number, stage in enumerate(stages, 1)),
         f"- Data: {DATA_SUMMARY}",
         "",
         "## Limitations",
         "",
-        "- A short run (minutes on one GPU) on 29 photos: the numbers above are what this model does, not what "
-        "InDI can do with the paper's budget. Fine-tune with `train/train_indi.py --init_from` on your own data.",
+        f"- A short run ({total_training_text(stages)}) on 29 photos: the numbers above are what this model does, not "
+        "what InDI can do with the paper's budget. Fine-tune with `train/train_indi.py --init_from` on your own data.",
         "- Synthetic degradations only; see the failure cases above.",
         "- Extra steps invent plausible detail: do not use the output as evidence of what was in the scene.",
         "",

@@ -254,6 +254,27 @@ def build_model(args) -> InDINet:
     )
 
 
+def base_model_record(init_from: str | None) -> dict | None:
+    """The train_info.json of the repo a fine-tune starts from (without its loss history), so that the new repo's
+    train_info.json, and the model card generated from it, describe every stage of the training. None when there is
+    no base or the base has no record (a repo trained elsewhere)."""
+    if not init_from:
+        return None
+    local = Path(init_from) / "train_info.json"
+    if local.is_file():
+        path = local
+    else:
+        try:  # a Hub id: the record sits next to the weights (already cached by from_pretrained when online)
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(init_from, "train_info.json"))
+        except Exception:  # noqa: BLE001 - no record is not an error: the card then says so
+            return None
+    record = json.loads(path.read_text())
+    record.pop("history", None)
+    return record
+
+
 def build_scheduler(args) -> InDIScheduler:
     return InDIScheduler(
         eps=args.eps,
@@ -580,6 +601,7 @@ def main(argv=None):
             "wall_seconds": round(wall, 1),
             "images_per_second_median": sorted(throughput)[len(throughput) // 2] if throughput else None,
             "resumed_from": resumed_from,
+            "init_from_train_info": base_model_record(args.init_from),
             "command": " ".join(redact_command(sys.argv if argv is None else ["train/train_indi.py", *argv])),
             "args": public_args(args),
             "history": history,
