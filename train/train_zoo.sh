@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Trains the five zoo models at once on one GPU: five processes, each with its own crop workers.
-# Usage: [ZOO_TASKS="motion_deblur defocus_deblur"] train/train_zoo.sh OUTPUT_ROOT MINUTES [extra train_indi.py flags...]
+# Usage: [ZOO_TASKS="motion_deblur defocus_deblur"] [ZOO_INIT_ROOT=DIR] train/train_zoo.sh OUTPUT_ROOT MINUTES \
+#          [extra train_indi.py flags...]
 # ZOO_TASKS picks a subset (default: all five); fewer processes share the GPU, so each trains faster.
+# ZOO_INIT_ROOT: fine-tune each task from DIR/indi-<task> where that repo exists (--init_from), else start afresh.
+# Validation runs only when data/photos/val exists (a GPU upload may leave it out to stay under its size limit).
 # The zoo was trained with: train/train_zoo.sh /tmp/zoo <minutes> (see each model card for the exact run).
 set -uo pipefail
 out=${1:?output root}; minutes=${2:?minutes per model}; shift 2
@@ -10,10 +13,13 @@ tasks=${ZOO_TASKS:-denoise sr4 jpeg motion_deblur defocus_deblur}
 declare -A crop=([denoise]=128 [sr4]=128 [jpeg]=128 [motion_deblur]=192 [defocus_deblur]=192)
 # JPEG is encoded in the crop workers (PIL, CPU); the other tasks degrade on the GPU and need few workers.
 declare -A workers=([denoise]=2 [sr4]=2 [jpeg]=5 [motion_deblur]=2 [defocus_deblur]=2)
+val=(); [[ -d data/photos/val ]] && val=(--validation_data_dir data/photos/val)
 for task in $tasks; do
+  init=(); [[ -n "${ZOO_INIT_ROOT:-}" && -f "$ZOO_INIT_ROOT/indi-$task/model_index.json" ]] \
+    && init=(--init_from "$ZOO_INIT_ROOT/indi-$task")
   # TQDM_MININTERVAL: one progress line (loss, images/s) every 30 s, not thousands of lines in the log.
   TQDM_MININTERVAL=30 python train/train_indi.py --task "$task" \
-    --train_data_dir data/photos/train --validation_data_dir data/photos/val \
+    --train_data_dir data/photos/train "${val[@]}" "${init[@]}" \
     --output_dir "$out/indi-$task" --resolution "${crop[$task]}" --train_batch_size 32 \
     --max_train_steps 1000000 --max_train_minutes "$minutes" --lr_warmup_steps 500 \
     --mixed_precision bf16 --channels_last --dataloader_num_workers "${ZOO_WORKERS:-${workers[$task]}}" \

@@ -1,0 +1,62 @@
+"""train/gpu_session.sh (which runs train/train_zoo.sh) end to end on the CPU with tiny settings: a lent GPU's few
+minutes must not be spent finding a shell mistake. Checks the fine-tune path (ZOO_INIT_ROOT), a run without
+validation photos (left out of a tight upload), and that the packed tar is a loadable repo with its training record.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+from conftest import save_tiny_repo
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _workspace(tmp_path: Path) -> Path:
+    """A checkout-like folder: train/ (the real scripts) and data/photos/train only (no val, as in a tight upload)."""
+    work = tmp_path / "checkout"
+    (work / "data" / "photos" / "train").mkdir(parents=True)
+    os.symlink(ROOT / "train", work / "train")
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        pixels = (rng.random((80, 80, 3)) * 255).astype(np.uint8)
+        PIL.Image.fromarray(pixels).save(work / "data" / "photos" / "train" / f"photo{i}.png")
+    return work
+
+
+def test_gpu_session_fine_tunes_and_packs_a_loadable_repo(tmp_path):
+    work = _workspace(tmp_path)
+    base = save_tiny_repo(tmp_path / "candidates" / "indi-motion_deblur", task="motion_deblur")
+    (base / "train_info.json").write_text(json.dumps({"command": "the base run", "global_step": 7, "history": []}))
+    out = tmp_path / "out"
+    env = dict(os.environ, ZOO_TASKS="motion_deblur", ZOO_INIT_ROOT=str(tmp_path / "candidates"), SKIP_BENCH="1",
+               GPU_SESSION_WORK=str(tmp_path / "session"), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    result = subprocess.run(
+        ["bash", str(ROOT / "train" / "gpu_session.sh"), str(out), "0.5", "--resolution", "64",
+         "--train_batch_size", "2", "--max_train_steps", "2", "--mixed_precision", "no", "--report_to", "none"],
+        cwd=work, env=env, capture_output=True, text=True, timeout=300,
+    )
+    log = (tmp_path / "session" / "zoo" / "indi-motion_deblur.log")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:] + (log.read_text()[-3000:] if log.exists() else "")
+    assert (out / "report.tar.gz").is_file()
+
+    with tarfile.open(out / "indi-motion_deblur.tar") as tar:
+        tar.extractall(tmp_path / "back", filter="data")
+    repo = tmp_path / "back" / "indi-motion_deblur"
+    info = json.loads((repo / "train_info.json").read_text())
+    assert info["args"]["init_from"] == str(base) and info["args"]["validation_data_dir"] is None
+    assert info["init_from_train_info"] == {"command": "the base run", "global_step": 7}
+    assert json.loads((repo / "unet" / "config.json").read_text())["width"] == 8  # the base's network
+
+    from indi_pipeline import InDIPipeline
+
+    pipe = InDIPipeline.from_pretrained(repo)
+    restored = pipe(PIL.Image.new("RGB", (40, 32), (90, 120, 150)), num_inference_steps=2, output_type="np").images
+    assert restored.shape == (1, 32, 40, 3) and np.isfinite(restored).all()
+    shutil.rmtree(tmp_path / "session", ignore_errors=True)
