@@ -13,6 +13,11 @@
 # (rm model_cards/indi-*/unet/diffusion_pytorch_model.safetensors; `git checkout model_cards` restores them) and
 # carry data/photos and .whl (diffusers is not installed there). Timing: MINUTES 5.5 + about 2.5 min of bench.
 # Usage: train/gpu_session.sh OUT MINUTES [extra train_indi.py flags...]
+#
+# Fine-tuning a candidate instead (ZOO_INIT_ROOT, see train_zoo.sh), e.g. the motion model, the one furthest from
+# its floor; carry data/photos/train (not val: 7.8 MiB over the limit otherwise), .whl and the candidate:
+#   ZOO_TASKS=motion_deblur ZOO_INIT_ROOT=outputs/zoo_candidates train/gpu_session.sh "$OUT" 7 \
+#     --eps 0.01 --t_sampling mixture --t_one_probability 0.25 --learning_rate 5e-4 --lr_warmup_steps 200
 # CPU check with tiny settings: SKIP_BENCH=1 train/gpu_session.sh /tmp/session 0.1 --resolution 64 \
 #   --train_batch_size 2 --max_train_steps 2 --mixed_precision no
 set -uo pipefail
