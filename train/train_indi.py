@@ -623,7 +623,9 @@ def save_model_repo(args, accelerator, model, ema, scheduler, task, output_dir: 
     final.load_state_dict(unwrapped.state_dict())
     if ema is not None:
         ema.copy_to(final.parameters())
-    pipe = InDIPipeline(unet=final.to(torch.float16), scheduler=scheduler, upscale_factor=task.upscale_factor,
+    # .half(), not .to(torch.float16): diffusers 0.42's ModelMixin.to warns on any dtype cast ("modules that should
+    # be kept in float32: []") even when there are none.
+    pipe = InDIPipeline(unet=final.half(), scheduler=scheduler, upscale_factor=task.upscale_factor,
                         task=args.task)
     pipe.save_pretrained(output_dir, safe_serialization=True)
     logger.info(f"saved the model repo to {output_dir}")
