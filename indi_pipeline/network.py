@@ -82,6 +82,8 @@ class InDINet(SafetensorsOnlyLoading, ModelMixin, ConfigMixin):
     The defaults (6.7 M parameters) are the zoo's network: most parameters sit at the lowest resolution, where
     they are cheap, and one forward at 512x512 stays under 300 ms on 2 CPU cores (``indi bench``).
         unshuffle (`int`, defaults to 2): pixel-unshuffle factor of the input (speed: the first level runs at 1/2).
+            Keep ``width >= in_channels * unshuffle**2``: below it, the first and last convolutions leave a part of
+            every image that the network can neither see nor correct (``train_indi.py`` refuses to train that).
         time_embedding_dim (`int`, defaults to 128): width of the timestep MLP.
         num_train_timesteps (`int`, defaults to 1000): the timestep value that means t = 1.
     """

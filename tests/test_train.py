@@ -416,10 +416,19 @@ def test_t_sampling_one_and_init_from(tmp_path, clean_dir, train_indi):
     assert info(out)["init_from_train_info"] is None
 
 
+def test_width_below_the_folded_channels_is_refused(tmp_path, clean_dir, train_indi, capsys):
+    """--unshuffle 4 folds 48 values per 4x4 block into the channels: a narrower first level cannot see or correct a
+    part of every image (a 32-channel one kept the path noise in a CPU trial), so training it is refused up front."""
+    with pytest.raises(SystemExit):
+        train_indi.main(["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir", str(tmp_path / "x"),
+                         "--unshuffle", "4", "--width", "32", "--resolution", "64"])
+    assert "--width 32 is below the 48 values" in capsys.readouterr().err
+
+
 def test_unshuffle_4_network_trains_and_is_saved(tmp_path, clean_dir, train_indi):
     """The faster configuration (first level at 1/4 resolution) trains and loads like the default."""
     out = tmp_path / "u4"
     train_indi.main(["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir", str(out),
-                     "--unshuffle", "4", "--max_train_steps", "1", "--report_to", "none", *FAST, *TINY])
+                     "--max_train_steps", "1", "--report_to", "none", *FAST, *TINY, "--unshuffle", "4", "--width", "48"])
     assert json.loads((out / "unet" / "config.json").read_text())["unshuffle"] == 4
     assert_fp16_repo(out)

@@ -164,6 +164,13 @@ def parse_args(argv=None):
         parser.error("--crop_sampler device cannot JPEG-compress crops (PIL, on the CPU): use auto or workers")
     if args.unshuffle < 1:
         parser.error(f"--unshuffle must be >= 1, got {args.unshuffle}")
+    folded = 3 * args.unshuffle**2
+    if args.init_from is None and args.width < folded:
+        parser.error(
+            f"--width {args.width} is below the {folded} values that --unshuffle {args.unshuffle} folds into the channels "
+            f"of each {args.unshuffle}x{args.unshuffle} block: the first and last convolutions would then leave a part of "
+            f"every image the network can neither see nor correct (noise and blur stay there). Use --width {folded} or more."
+        )
     multiple = InDINet.input_multiple_of(args.unshuffle, len(args.encoder_blocks))
     if args.resolution % multiple:
         parser.error(f"--resolution must be a multiple of {multiple} (the network's input multiple), got {args.resolution}")
