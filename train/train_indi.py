@@ -135,8 +135,8 @@ def parse_args(argv=None):
         "--unshuffle",
         type=int,
         default=2,
-        help="InDINet input pixel-unshuffle factor: 4 makes the first level run at 1/4 resolution (about 3.7x faster "
-        "per forward on the CPU at equal width; see README, Performance).",
+        help="InDINet input pixel-unshuffle factor: 4 makes the first level run at 1/4 resolution (needs --width >= "
+        "48; faster per forward on the CPU, but it restored less well in a trial: see README, Performance).",
     )
     # checkpoints, logging, validation
     parser.add_argument("--checkpointing_steps", type=int, default=1000, help="Save a checkpoint every N steps.")
