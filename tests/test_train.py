@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "train" / "train_indi.py"
 
 # Tiny InDINet (input multiple 2 * 2**2 = 8; crops must be a multiple of that).
-TINY = ["--width", "8", "--encoder_blocks", "1", "1", "--decoder_blocks", "1", "1", "--middle_blocks", "1"]
+TINY = ["--width", "12", "--encoder_blocks", "1", "1", "--decoder_blocks", "1", "1", "--middle_blocks", "1"]
 FAST = ["--resolution", "64", "--train_batch_size", "2", "--dataloader_num_workers", "0", "--lr_warmup_steps", "1",
         "--logging_steps", "1", "--validation_steps", "0", "--seed", "0"]
 
@@ -320,7 +320,7 @@ def test_argument_errors(tmp_path, train_indi, capsys):
     base = ["--task", "denoise", "--output_dir", str(tmp_path / "out")]
     for argv, text in [
         ([*base, "--train_data_dir", "a", "--resolution", "48"], "multiple of 32"),  # the default net
-        ([*base, "--train_data_dir", "a", "--resolution", "96", "--unshuffle", "4"], "multiple of 64"),
+        ([*base, "--train_data_dir", "a", "--resolution", "96", "--unshuffle", "4", "--width", "48"], "multiple of 64"),
         ([*base, "--train_data_dir", "a", "--resolution", "44", *TINY], "multiple of 8"),
         ([*base, "--train_data_dir", "a", "--unshuffle", "0"], "--unshuffle must be >= 1"),
         ([*base], "exactly one of"),
@@ -408,7 +408,7 @@ def test_t_sampling_one_and_init_from(tmp_path, clean_dir, train_indi):
     tuned = tmp_path / "tuned"
     train_indi.main(["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir", str(tuned),
                      "--init_from", str(out), "--max_train_steps", "1", "--report_to", "none", *FAST])
-    assert json.loads((tuned / "unet" / "config.json").read_text())["width"] == 8
+    assert json.loads((tuned / "unet" / "config.json").read_text())["width"] == 12
     assert_fp16_repo(tuned)
     # the fine-tune's record carries the base's (without its loss history): the card can describe both stages
     base = info(tuned)["init_from_train_info"]
