@@ -136,6 +136,7 @@ def load_pipeline(model: str | None, task_id: str, device: str = "cpu", compile:
     from diffusers.utils import logging as diffusers_logging
 
     from .acceleration import optimize_for_inference
+    from .image_io import one_line
     from .pipeline_indi import InDIPipeline
 
     diffusers_logging.disable_progress_bar()  # the "Loading pipeline components" bar; the CLI prints its own lines
@@ -144,8 +145,6 @@ def load_pipeline(model: str | None, task_id: str, device: str = "cpu", compile:
         try:
             return InDIPipeline.from_pretrained(source), None
         except Exception as error:  # noqa: BLE001 - loading can fail in many library-specific ways; all are reported
-            from .image_io import one_line
-
             return None, one_line(f"{type(error).__name__}: {error}")
 
     if model is not None:

@@ -98,6 +98,7 @@ def test_model_card_describes_every_training_stage_of_a_fine_tune(tmp_path):
     _evaluate(repo, _photos(tmp_path / "photos"), "jpeg")
     base = _train_info("train/train_zoo.sh /tmp/zoo 7.5, which ran: python train/train_indi.py --seed 0", 40, "GPU X")
     tuned = _train_info("python train/train_indi.py --init_from base --seed 1", 7, "cpu", base=base)
+    tuned["args"].update(t_sampling="mixture", t_one_probability=0.25)
     (repo / "train_info.json").write_text(json.dumps(tuned))
     make_model_card.main([str(repo)])
     text = (repo / "README.md").read_text()
@@ -105,6 +106,8 @@ def test_model_card_describes_every_training_stage_of_a_fine_tune(tmp_path):
     assert first < second
     assert "on GPU X, shared with the other zoo models" in text[first:second]
     assert "`python train/train_indi.py --init_from base --seed 1`" in text[second:]
+    assert "p(t) uniform on (0, 1] mixed with t = 1 at weight 0.25" in text[second:]
+    assert "p(t) uniform, AdamW" in text[first:second]
     assert "(8 min on GPU X then 1 min on cpu)" in text
 
 

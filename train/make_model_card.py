@@ -149,10 +149,11 @@ def training_stages(info: dict) -> list[dict]:
     return stages
 
 
-def t_sampling_text(scheduler: dict) -> str:
-    if scheduler["t_sampling"] == "mixture":
-        return f"uniform on (0, 1] mixed with t = 1 at weight {scheduler['t_one_probability']:g}"
-    return scheduler["t_sampling"]
+def t_sampling_text(config: dict) -> str:
+    """p(t) in words, from a scheduler config or a run's args (both hold t_sampling and t_one_probability)."""
+    if config["t_sampling"] == "mixture":
+        return f"uniform on (0, 1] mixed with t = 1 at weight {config['t_one_probability']:g}"
+    return config["t_sampling"]
 
 
 def stage_line(number: int, info: dict, count: int) -> str:
@@ -166,7 +167,7 @@ def stage_line(number: int, info: dict, count: int) -> str:
     return (
         f"- {label}: {info['global_step']} steps in {info['wall_seconds'] / 60:.1f} min on {device}{shared}, "
         f"{info['images_per_second_median']:.0f} images/s, stopped by {info['stop_reason']}. {eps}p(t) "
-        f"{args['t_sampling']}, AdamW lr {args['learning_rate']:g} with {args['lr_warmup_steps']} warm-up steps then "
+        f"{t_sampling_text(args)}, AdamW lr {args['learning_rate']:g} with {args['lr_warmup_steps']} warm-up steps then "
         f"cosine over the budget, batch {args['train_batch_size']} × {args['resolution']} px crops, EMA "
         f"{args['ema_max_decay']}, mixed precision {info['mixed_precision']}, seed {args['seed']}. "
         f"Command: `{info['command']}`."
