@@ -82,6 +82,30 @@ def test_model_card_is_generated_from_the_evaluation(tmp_path):
     assert values["PSNR (q10, 1 step)"] == pytest.approx(result["one_step"]["psnr"], abs=1e-4)
     assert 'InDIPipeline.from_pretrained("someone/indi-jpeg")' in card.text
     assert "Inversion by Direct Iteration" in card.text and "@article{delbracio2023indi" in card.text
+    # An untrained tiny model is far below the +0.7 dB JPEG q10 floor: the card says so, with the shortfall.
+    miss = 0.7 - result["gain_over_input_db_one_step"]
+    assert f"floor for q10 is +0.7 dB at 1 step; this model ({result['gain_over_input_db_one_step']:+.2f} dB) " \
+           f"**misses it by {miss:.2f} dB**" in card.text
+    assert f"Below the project's quality floor (q10 by {miss:.2f} dB)" in card.text
+
+
+def test_floor_sentences_say_met_or_missed_per_setting():
+    evaluations = [{"setting": "sigma50", "gain_over_input_db_one_step": 14.5},
+                   {"setting": "sigma25", "gain_over_input_db_one_step": 10.0},
+                   {"setting": "sigma10", "gain_over_input_db_one_step": 3.0}]  # no floor for this setting
+    sentences = make_model_card.floor_sentences(evaluations, "denoise")
+    assert len(sentences) == 2
+    assert sentences[0].endswith("this model (+14.50 dB) meets it.")
+    assert "sigma25 is +11.0 dB" in sentences[1] and "misses it by 1.00 dB" in sentences[1]
+    assert make_model_card.floor_limitations(evaluations[:1], "denoise") == []
+    assert "sigma25 by 1.00 dB" in make_model_card.floor_limitations(evaluations, "denoise")[0]
+    # A task with one setting ("default") names no setting.
+    motion = [{"setting": "default", "gain_over_input_db_one_step": 1.25}]
+    assert make_model_card.floor_sentences(motion, "motion_deblur") == [
+        "- The project's quality floor is +3.0 dB at 1 step; this model (+1.25 dB) **misses it by 1.75 dB** "
+        "(see Limitations)."]
+    assert make_model_card.floor_limitations(motion, "motion_deblur")[0].startswith(
+        "- Below the project's quality floor (by 1.75 dB)")
 
 
 def _train_info(command: str, steps: int, device: str = "cpu", base: dict | None = None) -> dict:

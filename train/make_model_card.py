@@ -44,6 +44,17 @@ FAILS_ON = {
     "defocus_deblur": "radius above 6 px, depth-varying defocus (only one radius per image was seen) and strong noise",
 }
 
+# The project's quality floors (the zoo issue): 1-step PSNR gain over the degraded input, per evaluation setting.
+# Every card says whether its model meets them, so a model that misses one is shipped knowingly, never silently.
+QUALITY_FLOORS_DB = {
+    ("denoise", "sigma50"): 14.0,
+    ("denoise", "sigma25"): 11.0,
+    ("sr4", "default"): 0.5,
+    ("jpeg", "q10"): 0.7,
+    ("motion_deblur", "default"): 3.0,
+    ("defocus_deblur", "default"): 2.0,
+}
+
 CITATION = """@article{delbracio2023indi,
   title   = {Inversion by Direct Iteration: An Alternative to Denoising Diffusion for Image Restoration},
   author  = {Delbracio, Mauricio and Milanfar, Peyman},
@@ -140,6 +151,35 @@ def reference_sentences(evaluations: list[dict]) -> list[str]:
     return lines
 
 
+def floor_checks(evaluations: list[dict], task_id: str) -> list[tuple[str, float, float]]:
+    """(setting, floor, 1-step gain) for every evaluation that has a quality floor."""
+    checks = []
+    for evaluation in evaluations:
+        floor = QUALITY_FLOORS_DB.get((task_id, evaluation["setting"]))
+        if floor is not None:
+            checks.append((evaluation["setting"], floor, evaluation["gain_over_input_db_one_step"]))
+    return checks
+
+
+def floor_sentences(evaluations: list[dict], task_id: str) -> list[str]:
+    lines = []
+    for setting, floor, gain in floor_checks(evaluations, task_id):
+        verdict = "meets it" if gain >= floor else f"**misses it by {floor - gain:.2f} dB** (see Limitations)"
+        where = "" if setting == "default" else f" for {setting}"
+        lines.append(f"- The project's quality floor{where} is {floor:+.1f} dB at 1 step; this model "
+                     f"({gain:+.2f} dB) {verdict}.")
+    return lines
+
+
+def floor_limitations(evaluations: list[dict], task_id: str) -> list[str]:
+    misses = [(setting, floor - gain) for setting, floor, gain in floor_checks(evaluations, task_id) if gain < floor]
+    if not misses:
+        return []
+    short = ", ".join(("" if setting == "default" else f"{setting} ") + f"by {miss:.2f} dB" for setting, miss in misses)
+    return [f"- Below the project's quality floor ({short}): it is published because it restores better than the "
+            "input (PSNR and LPIPS above), until a longer training run (more images, a GPU) beats it."]
+
+
 def training_stages(info: dict) -> list[dict]:
     """The runs that made the weights, first run first: a fine-tune's train_info.json nests its base's record."""
     stages = []
@@ -213,6 +253,7 @@ def build_card(folder: Path, hub_org: str | None) -> ModelCard:
         f"- Trained on: {TRAINING_DEGRADATION[task.task_id]}.",
         f"- Expect it to fail on: {FAILS_ON[task.task_id]}.",
         f"- On the held-out photos ({main['setting']}), 1 step gains **{gain:+.2f} dB** PSNR over the {input_label}.",
+        *floor_sentences(evaluations, task.task_id),
         *reference_sentences(evaluations),
         "- It restores RGB; grayscale is handled as gray RGB and alpha is passed through untouched.",
         "",
@@ -279,6 +320,7 @@ def build_card(folder: Path, hub_org: str | None) -> ModelCard:
         "",
         f"- A short run ({total_training_text(stages)}) on 29 photos: the numbers above are what this model does, not "
         "what InDI can do with the paper's budget. Fine-tune with `train/train_indi.py --init_from` on your own data.",
+        *floor_limitations(evaluations, task.task_id),
         "- Synthetic degradations only; see the failure cases above.",
         "- Extra steps invent plausible detail: do not use the output as evidence of what was in the scene.",
         "",
