@@ -30,6 +30,8 @@ from typing import Callable
 
 import torch
 
+from .acceleration import ALLOCATOR_ENV, reuse_freed_memory
+
 DESCRIPTION = (
     "Time the InDI network (forward at several sizes, contiguous vs channels_last), the pipeline's overhead over "
     "raw forwards, and optionally a diffusers UNet2DModel of about 2.5M parameters. Prints a Markdown table and "
@@ -90,6 +92,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also time the network and the restore at --compare-size with torch.compile (eager vs compiled, compile "
         "time, agreement)",
+    )
+    parser.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="leave the C library's malloc settings as they are (by default the bench, like `indi restore`, lets the "
+        "process reuse freed memory: acceleration.reuse_freed_memory)",
     )
     parser.add_argument("--json", default=None, metavar="OUT.json", help="also write the results to this JSON file")
 
@@ -166,7 +174,8 @@ def time_ms(
 
 
 def _timestep(device: str) -> torch.Tensor:
-    return torch.full((1,), 500.0, device=device)
+    # A scalar, as the pipeline passes it (one t for the whole batch: the network's faster path).
+    return torch.full((), 500.0, device=device)
 
 
 def time_forward(net, size: int, repeats: int, warmup: int, device: str) -> dict:
@@ -310,13 +319,15 @@ def _run_bench(model, sizes, steps, repeats, warmup, compare_size, compare_unet,
 
     net, scheduler, description = load_network(model)
     net = net.to(device).eval()
+    # As `indi restore` and the Space run (acceleration.optimize_for_inference); --default-allocator opts out.
+    allocator = reuse_freed_memory() if device == "cpu" else None
     multiple = int(getattr(net, "input_multiple", 1))
     for size in (*sizes, compare_size):
         if size % multiple:
             raise SystemExit(f"indi: error: size {size} is not a multiple of the network's input multiple {multiple}")
 
     results = {
-        "machine": machine_info(device),
+        "machine": {**machine_info(device), "allocator": allocator},
         "model": {
             "source": description,
             "class": type(net).__name__,
@@ -370,7 +381,7 @@ def _run_bench(model, sizes, steps, repeats, warmup, compare_size, compare_unet,
     pipe.set_progress_bar_config(disable=True)
     image = torch.rand(1, 3, compare_size, compare_size, generator=torch.Generator().manual_seed(1))
     x = image.to(device).contiguous(memory_format=torch_format)
-    timesteps = [torch.full((1,), 1000.0 * (1 - i / steps), device=device) for i in range(steps)]
+    timesteps = [torch.full((), 1000.0 * (1 - i / steps), device=device) for i in range(steps)]
 
     def restore():
         pipe(image, num_inference_steps=steps, generator=torch.Generator().manual_seed(0), output_type="pt")
@@ -448,7 +459,8 @@ def format_table(results: dict) -> str:
         f"Machine: {machine['cpu']}, {machine['cpu_count']} cores, torch {machine['torch']} "
         f"({machine['torch_threads']} threads), device {machine['device']}"
         + (f" ({machine['gpu']})" if machine.get("gpu") else "")
-        + (f", load average (1 min) {start[0]:.2f} at the start, {end[0]:.2f} at the end" if start and end else ""),
+        + (f", load average (1 min) {start[0]:.2f} at the start, {end[0]:.2f} at the end" if start and end else "")
+        + (f"; {machine['allocator']}" if machine.get("allocator") else ""),
         f"Model: {model['source']}, {model['parameters']:,} parameters. "
         f"Median of {results['settings']['repeats']} runs after {results['settings']['warmup']} warm-up, batch 1, "
         "torch.inference_mode.",
@@ -511,6 +523,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         raise SystemExit("indi: error: --warmup must be >= 0 and sizes >= 1")
     if args.threads is not None and args.threads < 1:
         raise SystemExit("indi: error: --threads must be >= 1")
+    if args.default_allocator:
+        os.environ[ALLOCATOR_ENV] = "default"  # the tiled restore's child process inherits it
     if args.tiled:
         try:
             tiled_width, tiled_height = (int(v) for v in args.tiled_size.lower().split("x"))

@@ -15,13 +15,14 @@ from .tiling import DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE
 
 
 def _load(model: str | None):
+    from .acceleration import optimize_for_inference
     from .bench import load_network
     from .pipeline_indi import InDIPipeline
 
     net, scheduler, _ = load_network(model)
-    pipe = InDIPipeline(unet=net.eval().to(memory_format=torch.channels_last), scheduler=scheduler)
+    pipe = InDIPipeline(unet=net.eval(), scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return optimize_for_inference(pipe)  # as `indi restore` runs it: channels_last, freed memory reused
 
 
 def _image(height: int, width: int) -> torch.Tensor:

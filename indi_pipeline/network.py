@@ -23,16 +23,30 @@ from .safe_loading import SafetensorsOnlyLoading
 
 
 class ChannelLayerNorm(nn.Module):
-    """LayerNorm over the channels of each pixel, without affine (the time FiLM supplies scale and shift)."""
+    """LayerNorm over the channels of each pixel, without affine parameters of its own: the time FiLM supplies
+    scale and shift. ``norm(x, gain, shift)`` returns ``layer_norm(x) * (1 + gain) + shift``."""
 
     def __init__(self, channels: int, eps: float = 1e-6):
         super().__init__()
         self.channels = channels
         self.eps = eps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, gain: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
         # A permuted view is contiguous when x is channels_last, so layer_norm's fused kernel runs without a copy.
-        return F.layer_norm(x.permute(0, 2, 3, 1), (self.channels,), eps=self.eps).permute(0, 3, 1, 2)
+        pixels = x.permute(0, 2, 3, 1)
+        if gain.shape[0] == 1:
+            # One FiLM for the whole batch (inference: every image at the same t). layer_norm applies it as its
+            # affine in the same pass; done separately it cost two more passes over memory (a quarter of a CPU
+            # forward went to such element-wise multiplies and adds).
+            normalised = F.layer_norm(pixels, (self.channels,), 1.0 + gain.flatten(), shift.flatten(), self.eps)
+            return normalised.permute(0, 3, 1, 2)
+        return F.layer_norm(pixels, (self.channels,), eps=self.eps).permute(0, 3, 1, 2) * (1.0 + gain) + shift
+
+
+def scaled_conv(conv: nn.Conv2d, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``conv(x) * scale`` for a 1x1 convolution and a per-channel scale, as one convolution with scaled weights (the
+    weights are tiny; a separate multiply would be another pass over the whole feature map)."""
+    return F.conv2d(x, conv.weight * scale.view(-1, 1, 1, 1), conv.bias * scale.flatten())
 
 
 class GatedBlock(nn.Module):
@@ -58,13 +72,12 @@ class GatedBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, film: torch.Tensor) -> torch.Tensor:
         # film: (N, 4C, 1, 1) = (gain1, shift1, gain2, shift2), gains centred on 1.
+        # film may have batch 1 (one t for every image), which the norms then apply in their own pass.
         gain1, shift1, gain2, shift2 = film.chunk(4, dim=1)
-        h = self.norm1(x) * (1.0 + gain1) + shift1
-        h = self.project(self.gate(self.depthwise(self.expand(h))))
-        x = x + h * self.scale1
-        h = self.norm2(x) * (1.0 + gain2) + shift2
-        h = self.ffn_project(self.gate(self.ffn_expand(h)))
-        return x + h * self.scale2
+        h = self.gate(self.depthwise(self.expand(self.norm1(x, gain1, shift1))))
+        x = x + scaled_conv(self.project, h, self.scale1)
+        h = self.gate(self.ffn_expand(self.norm2(x, gain2, shift2)))
+        return x + scaled_conv(self.ffn_project, h, self.scale2)
 
 
 class InDINet(SafetensorsOnlyLoading, ModelMixin, ConfigMixin):
@@ -154,10 +167,11 @@ class InDINet(SafetensorsOnlyLoading, ModelMixin, ConfigMixin):
         return unshuffle * 2**levels
 
     def _film(self, timestep: torch.Tensor | float | int, batch: int, device, dtype) -> list[torch.Tensor]:
+        """Per-block FiLM tensors, (N, 4C, 1, 1); (1, 4C, 1, 1) for a scalar timestep (the same t for all N)."""
         timestep = torch.as_tensor(timestep, device=device, dtype=torch.float32)
         if timestep.ndim == 0:
-            timestep = timestep.expand(batch)
-        if timestep.shape != (batch,):
+            timestep = timestep.view(1)
+        elif timestep.shape != (batch,):
             raise ValueError(f"timestep must be a scalar or have shape ({batch},), got {tuple(timestep.shape)}")
         embedding = get_timestep_embedding(timestep, self.config.time_embedding_dim, flip_sin_to_cos=True)
         film = self.time_mlp(embedding.to(dtype))[:, :, None, None]
@@ -166,7 +180,8 @@ class InDINet(SafetensorsOnlyLoading, ModelMixin, ConfigMixin):
     def forward(
         self, sample: torch.Tensor, timestep: torch.Tensor | float | int, return_dict: bool = True
     ) -> UNet2DOutput | tuple:
-        """Predicts the clean image from x_t (``sample``, N x C x H x W) at ``timestep`` (= t * num_train_timesteps)."""
+        """Predicts the clean image from x_t (``sample``, N x C x H x W) at ``timestep`` (= t * num_train_timesteps):
+        a scalar when every image is at the same t (inference; the faster path), else one value per image."""
         n, _, height, width = sample.shape
         multiple = self.input_multiple
         if height % multiple or width % multiple:

@@ -355,7 +355,8 @@ class InDIPipeline(DiffusionPipeline):
                 frames = [finish(sample)] if return_trajectory else None
                 for i, t in enumerate(scheduler.timesteps):
                     model_input = scheduler.scale_model_input(sample, t).to(model_dtype, memory_format=memory_format)
-                    timestep = t.to(device=device, dtype=torch.float32).expand(sample.shape[0])
+                    # A scalar: the same t for the whole batch, which the network applies in fewer passes.
+                    timestep = t.to(device=device, dtype=torch.float32)
                     if batch_tile_size is None:
                         model_output = self.unet(model_input, timestep).sample
                         progress_bar.update()

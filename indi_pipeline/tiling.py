@@ -71,7 +71,7 @@ def predict_tiled(
     """Runs ``predict(tiles, timesteps)`` over overlapping tiles of ``sample`` (N, C, H, W) and blends the results.
 
     ``tile_size`` and the image size must already be multiples of the network's input multiple. ``timestep`` has
-    one value per image. ``on_batch(n)`` is called after each batch of ``n`` tiles (progress bars).
+    one value per image, or is a scalar (the same t for all). ``on_batch(n)`` is called after each batch of ``n`` tiles (progress bars).
     """
     n, _, height, width = sample.shape
     tile_h, tile_w = min(tile_size, height), min(tile_size, width)
@@ -84,7 +84,8 @@ def predict_tiled(
     for start in range(0, len(tiles), batch_size):
         chunk = tiles[start : start + batch_size]
         batch = torch.stack([sample[i, :, top : top + tile_h, left : left + tile_w] for i, top, left in chunk])
-        predictions = predict(batch, timestep[[i for i, _, _ in chunk]]).float()
+        times = timestep if timestep.ndim == 0 else timestep[[i for i, _, _ in chunk]]
+        predictions = predict(batch, times).float()
         for prediction, (i, top, left) in zip(predictions, chunk):
             weight_y = ramp(tile_h, top > 0, top + tile_h < height, sample.device, torch.float32)
             weight_x = ramp(tile_w, left > 0, left + tile_w < width, sample.device, torch.float32)

@@ -54,6 +54,23 @@ def test_identity_is_not_a_dead_end():
     assert net.encoders[0][0].scale1.abs().sum() > 0
 
 
+def test_channel_norm_applies_a_shared_film_in_its_own_pass_and_a_per_image_film_after():
+    from indi_pipeline.network import ChannelLayerNorm, scaled_conv
+
+    torch.manual_seed(0)
+    norm = ChannelLayerNorm(8)
+    x = torch.randn(3, 8, 5, 7)
+    mean, var = x.mean(1, keepdim=True), x.var(1, unbiased=False, keepdim=True)
+    normalised = (x - mean) / torch.sqrt(var + norm.eps)
+    for batch in (1, 3):  # batch 1: the shared FiLM goes into layer_norm's affine
+        gain, shift = torch.randn(batch, 8, 1, 1), torch.randn(batch, 8, 1, 1)
+        torch.testing.assert_close(norm(x, gain, shift), normalised * (1 + gain) + shift, rtol=0, atol=1e-5)
+        torch.testing.assert_close(norm(x.to(memory_format=torch.channels_last), gain, shift),
+                                   normalised * (1 + gain) + shift, rtol=0, atol=1e-5)
+    conv, scale = torch.nn.Conv2d(8, 4, 1), torch.randn(1, 4, 1, 1)
+    torch.testing.assert_close(scaled_conv(conv, x, scale), conv(x) * scale, rtol=0, atol=1e-5)
+
+
 def test_timestep_scalar_and_tensor(tiny_net):
     x = _input()
     with torch.no_grad():
@@ -61,9 +78,10 @@ def test_timestep_scalar_and_tensor(tiny_net):
         assert not torch.allclose(ref, x)  # the perturbed fixture is not the identity
         assert torch.equal(tiny_net(x, 300).sample, ref)
         assert torch.equal(tiny_net(x, torch.tensor(300.0)).sample, ref)
-        assert torch.equal(tiny_net(x, torch.tensor([300.0, 300.0])).sample, ref)
+        # One value per image takes the general path (FiLM applied after the norm): equal up to float rounding.
+        torch.testing.assert_close(tiny_net(x, torch.tensor([300.0, 300.0])).sample, ref, rtol=0, atol=1e-5)
         per_image = tiny_net(x, torch.tensor([300.0, 900.0])).sample
-        assert torch.equal(per_image[0], ref[0])
+        torch.testing.assert_close(per_image[0], ref[0], rtol=0, atol=1e-5)
         assert not torch.allclose(per_image[1], ref[1])  # the timestep matters
         torch.testing.assert_close(per_image[1], tiny_net(x[1:], 900.0).sample[0])
 
