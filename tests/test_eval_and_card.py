@@ -89,6 +89,15 @@ def test_model_card_is_generated_from_the_evaluation(tmp_path):
     assert f"Below the project's quality floor (q10 by {miss:.2f} dB)" in card.text
 
 
+def test_trade_off_sentence_says_whether_the_rule_is_met():
+    base = {"recommended_steps": 8, "psnr_drop_vs_one_step": 0.6}
+    assert make_model_card.trade_off_sentence({**base, "lpips_reduction_vs_one_step": 0.12}).endswith("is met.")
+    assert make_model_card.trade_off_sentence({**base, "lpips_reduction_vs_one_step": 0.043}).endswith("is not met.")
+    one = make_model_card.trade_off_sentence({"recommended_steps": 1, "psnr_drop_vs_one_step": 0.0,
+                                              "lpips_reduction_vs_one_step": 0.0})
+    assert one.startswith("No step count above 1") and one.endswith("is not met.")
+
+
 def test_floor_sentences_say_met_or_missed_per_setting():
     evaluations = [{"setting": "sigma50", "gain_over_input_db_one_step": 14.5},
                    {"setting": "sigma25", "gain_over_input_db_one_step": 10.0},
@@ -123,13 +132,16 @@ def test_model_card_describes_every_training_stage_of_a_fine_tune(tmp_path):
     base = _train_info("train/train_zoo.sh /tmp/zoo 7.5, which ran: python train/train_indi.py --seed 0", 40, "GPU X")
     tuned = _train_info("python train/train_indi.py --init_from base --seed 1", 7, "cpu", base=base)
     tuned["args"].update(t_sampling="mixture", t_one_probability=0.25)
+    tuned["resumed_from"] = {"checkpoint": "checkpoint-5", "global_step": 5, "optimizer_step": 5}
     (repo / "train_info.json").write_text(json.dumps(tuned))
     make_model_card.main([str(repo)])
     text = (repo / "README.md").read_text()
     first, second = text.index("- Stage 1 of 2: 40 steps"), text.index("- Stage 2 of 2 (fine-tunes the previous): 7 steps")
     assert first < second
     assert "on GPU X, shared with the other zoo models" in text[first:second]
-    assert "`python train/train_indi.py --init_from base --seed 1`" in text[second:]
+    assert "stopped by max_train_steps (resumed at step 5 from checkpoint-5). " in text[second:]
+    assert "Command of the last segment: `python train/train_indi.py --init_from base --seed 1`" in text[second:]
+    assert "Command: `train/train_zoo.sh" in text[first:second]
     assert "p(t) uniform on (0, 1] mixed with t = 1 at weight 0.25" in text[second:]
     assert "p(t) uniform, AdamW" in text[first:second]
     assert "(8 min on GPU X then 1 min on cpu)" in text
@@ -176,3 +188,14 @@ def test_bm3d_is_for_denoising_and_needs_its_package(tmp_path, monkeypatch):
     repo = _repo(tmp_path / "repo2", "denoise", identity=True)
     with pytest.raises(SystemExit, match="pip install bm3d"):
         _evaluate(repo, photos, "denoise", "--bm3d")
+
+
+@pytest.mark.parametrize("task", ["defocus_deblur", "motion_deblur"])
+def test_oracle_deconvolution_reproduces_the_evaluation_blur_and_beats_it(tmp_path, task):
+    import oracle_deconvolution
+
+    result = oracle_deconvolution.main(["--task", task, "--data_dir", str(_photos(tmp_path / "photos", size=64)),
+                                        "--crop", "64", "--json", str(tmp_path / "oracle.json")])
+    assert len(result["images"]) == 2 and json.loads((tmp_path / "oracle.json").read_text()) == result
+    # Told the true kernel, the best regularised inverse restores smooth photos better than the blurred input.
+    assert result["oracle_psnr"] > result["input_psnr"] + 1.0

@@ -117,13 +117,19 @@ def table_markdown(evaluation: dict) -> str:
     return "\n".join(lines)
 
 
+TRADE_OFF_LPIPS_REDUCTION = 0.10  # the project's rule: some N > 1 lowers LPIPS this much, PSNR within 1 dB
+
+
 def trade_off_sentence(evaluation: dict) -> str:
+    rule = (f"The project's trade-off rule (some step count above 1 lowers LPIPS by at least "
+            f"{100 * TRADE_OFF_LPIPS_REDUCTION:.0f} % with PSNR within 1 dB of 1 step) is ")
     if evaluation["recommended_steps"] == 1:
         return ("No step count above 1 lowered LPIPS while keeping PSNR within 1 dB of one step: for this model, "
-                "1 step is recommended and more steps do not add realistic detail (see Limitations).")
-    return (f"Recommended {evaluation['recommended_steps']} steps: LPIPS "
-            f"{100 * evaluation['lpips_reduction_vs_one_step']:.1f} % lower than 1 step, PSNR "
-            f"{evaluation['psnr_drop_vs_one_step']:.2f} dB lower.")
+                "1 step is recommended and more steps do not add realistic detail (see Limitations). " + rule + "not met.")
+    reduction = evaluation["lpips_reduction_vs_one_step"]
+    return (f"Recommended {evaluation['recommended_steps']} steps: LPIPS {100 * reduction:.1f} % lower than 1 step, PSNR "
+            f"{evaluation['psnr_drop_vs_one_step']:.2f} dB lower. " + rule
+            + ("met." if reduction >= TRADE_OFF_LPIPS_REDUCTION else "not met."))
 
 
 def eps_cost(evaluation: dict) -> str:
@@ -204,13 +210,16 @@ def stage_line(number: int, info: dict, count: int) -> str:
     # train_zoo.sh trains the five zoo models at once on one GPU, so each got a share of it.
     shared = ", shared with the other zoo models trained at the same time" if "train_zoo.sh" in info["command"] else ""
     eps = f"eps {args['eps']:g}, " if args.get("eps") is not None else ""
+    resumed = info.get("resumed_from")
+    # The time and steps count the whole run; the command is the one of its last segment.
+    resumed = f" (resumed at step {resumed['global_step']} from {resumed['checkpoint']})" if resumed else ""
     return (
         f"- {label}: {info['global_step']} steps in {info['wall_seconds'] / 60:.1f} min on {device}{shared}, "
-        f"{info['images_per_second_median']:.0f} images/s, stopped by {info['stop_reason']}. {eps}p(t) "
+        f"{info['images_per_second_median']:.0f} images/s, stopped by {info['stop_reason']}{resumed}. {eps}p(t) "
         f"{t_sampling_text(args)}, AdamW lr {args['learning_rate']:g} with {args['lr_warmup_steps']} warm-up steps then "
         f"cosine over the budget, batch {args['train_batch_size']} × {args['resolution']} px crops, EMA "
         f"{args['ema_max_decay']}, mixed precision {info['mixed_precision']}, seed {args['seed']}. "
-        f"Command: `{info['command']}`."
+        f"Command{' of the last segment' if resumed else ''}: `{info['command']}`."
     )
 
 
