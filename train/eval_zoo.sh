@@ -6,6 +6,7 @@ data=${1:-data/photos/val}; crop=${2:-256}
 # BM3D (true sigma) is scored beside the denoiser when the optional bm3d package is installed (pip install bm3d).
 bm3d=$(python -c "import bm3d" 2>/dev/null && echo --bm3d || true)
 for task in denoise sr4 jpeg motion_deblur defocus_deblur; do
+  if [[ ! -f model_cards/indi-$task/model_index.json ]]; then echo "skipping $task: no bundled model"; continue; fi
   extra=(); [[ $task == denoise && -n $bm3d ]] && extra=("$bm3d")
   python train/eval_indi.py --model "model_cards/indi-$task" --task "$task" --data_dir "$data" --crop "$crop" --eps 0 --threads 1 "${extra[@]}"
 done
