@@ -35,7 +35,8 @@ def test_gpu_session_fine_tunes_and_packs_a_loadable_repo(tmp_path):
     (base / "train_info.json").write_text(json.dumps({"command": "the base run", "global_step": 7, "history": []}))
     out = tmp_path / "out"
     env = dict(os.environ, ZOO_TASKS="motion_deblur", ZOO_INIT_ROOT=str(tmp_path / "candidates"), SKIP_BENCH="1",
-               GPU_SESSION_WORK=str(tmp_path / "session"), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+               ZOO_GROWN_FLAGS="--encoder_blocks 2 1", GPU_SESSION_WORK=str(tmp_path / "session"),
+               OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     result = subprocess.run(
         ["bash", str(ROOT / "train" / "gpu_session.sh"), str(out), "0.5", "--resolution", "64",
          "--train_batch_size", "2", "--max_train_steps", "2", "--mixed_precision", "no", "--report_to", "none"],
@@ -52,6 +53,16 @@ def test_gpu_session_fine_tunes_and_packs_a_loadable_repo(tmp_path):
     assert info["args"]["init_from"] == str(base) and info["args"]["validation_data_dir"] is None
     assert info["init_from_train_info"] == {"command": "the base run", "global_step": 7}
     assert json.loads((repo / "unet" / "config.json").read_text())["width"] == 8  # the base's network
+    # the record names the session command and the two runs (plain and grown) that shared the device
+    assert info["launched_by"].startswith('ZOO_TASKS="motion_deblur" ZOO_INIT_ROOT=')
+    assert f"train/gpu_session.sh {out} 0.5 --resolution 64" in info["launched_by"]
+    assert info["concurrent_runs"] == 2
+
+    # the grown run: the base's network with one more block in the first encoder level
+    with tarfile.open(out / "indi-motion_deblur-grown.tar") as tar:
+        tar.extractall(tmp_path / "grown", filter="data")
+    grown = json.loads((tmp_path / "grown" / "indi-motion_deblur" / "unet" / "config.json").read_text())
+    assert grown["width"] == 8 and grown["encoder_blocks"] == [2, 1]
 
     from indi_pipeline import InDIPipeline
 

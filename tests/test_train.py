@@ -415,6 +415,15 @@ def test_t_sampling_one_and_init_from(tmp_path, clean_dir, train_indi):
     assert base["args"]["t_sampling"] == "one" and base["global_step"] == 2 and "history" not in base
     assert info(out)["init_from_train_info"] is None
 
+    # fine-tune a deeper net grown from that repo: the block flags add blocks, the rest of the config is the base's
+    grown = tmp_path / "grown"
+    train_indi.main(["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir", str(grown),
+                     "--init_from", str(out), "--encoder_blocks", "2", "1", "--max_train_steps", "1",
+                     "--report_to", "none", *FAST])
+    config = json.loads((grown / "unet" / "config.json").read_text())
+    assert config["width"] == 12 and config["encoder_blocks"] == [2, 1] and config["decoder_blocks"] == [1, 1]
+    assert_fp16_repo(grown)
+
 
 def test_width_below_the_folded_channels_is_refused(tmp_path, clean_dir, train_indi, capsys):
     """--unshuffle 4 folds 48 values per 4x4 block into the channels: a narrower first level cannot see or correct a

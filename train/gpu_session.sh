@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # One lent-GPU session, prepared to fit its limits (one command <= 600 s, files back: <= 8, <= 16 MiB each):
 #   1. trains ZOO_TASKS (default: the two deblurring models, which need the most compute) with train_zoo.sh,
-#      MINUTES each, all at once on the one GPU;
-#   2. runs gpu_bench.sh on the first trained model (inference eager / bf16 / compile / CUDA graphs, the crop
-#      benchmark, training images/s with real vs synthetic data), unless SKIP_BENCH=1;
-#   3. packs into OUT one tar per trained repo (model_index, scheduler, unet with fp16 weights, train_info.json;
-#      13 MB each) and one small tar of logs and bench JSON.
+#      MINUTES each, all at once on the one GPU; with ZOO_GROWN_FLAGS (e.g. "--encoder_blocks 2 1 1 1
+#      --decoder_blocks 1 1 1 2") a second run per task beside the first, fine-tuning a deeper copy of its init repo
+#      (train/grow_network.py; needs ZOO_INIT_ROOT);
+#   2. packs into OUT one tar per trained repo (model_index, scheduler, unet with fp16 weights, train_info.json;
+#      13 MB each): indi-<task>.tar, and indi-<task>-grown.tar for the grown runs;
+#   3. runs gpu_bench.sh on the first trained model (training images/s with real vs synthetic data, inference eager /
+#      bf16 / compile / CUDA graphs, the crop benchmark) for at most BENCH_SECONDS (default 240), unless SKIP_BENCH=1;
+#   4. packs the training logs (report.tar.gz) and the bench's logs and JSON (bench_report.tar.gz).
 # Back on the CPU: tar -xf OUT/indi-<task>.tar -C outputs/zoo_candidates, then train/eval_indi.py on it (see
 # train/eval_zoo.sh), and copy it into model_cards/ only if the evaluation shows it is better.
 #
 # Upload limit (64 MiB): the tracked tree is ~54 MiB, so before the call delete the bundled weights here
 # (rm model_cards/indi-*/unet/diffusion_pytorch_model.safetensors; `git checkout model_cards` restores them) and
-# carry data/photos and .whl (diffusers is not installed there). Timing: MINUTES 5.5 + about 2.5 min of bench.
+# carry data/photos and .whl (diffusers is not installed there). Timing: MINUTES + 1 min of start-up + BENCH_SECONDS.
 # Usage: train/gpu_session.sh OUT MINUTES [extra train_indi.py flags...]
 #
 # Fine-tuning a candidate instead (ZOO_INIT_ROOT, see train_zoo.sh), e.g. the motion model, the one furthest from
@@ -31,26 +34,47 @@ if ! python -c "import diffusers" 2>/dev/null; then
 fi
 export ZOO_TASKS=${ZOO_TASKS:-motion_deblur defocus_deblur}
 status=0
-train/train_zoo.sh "$work/zoo" "$minutes" "$@" || status=1
-for task in $ZOO_TASKS; do
-  repo="$work/zoo/indi-$task"
-  if [[ -f "$repo/model_index.json" ]]; then
-    tar -C "$work/zoo" -cf "$out/indi-$task.tar" "indi-$task/model_index.json" "indi-$task/scheduler" \
-      "indi-$task/unet" "indi-$task/train_info.json"
-  else
-    echo "gpu_session: $task produced no model (see its log)" >&2; status=1
-  fi
+variants=(zoo)
+# For each run's train_info.json: the whole session command, and every run training on the GPU at once.
+settings="ZOO_TASKS=\"$ZOO_TASKS\"${ZOO_INIT_ROOT:+ ZOO_INIT_ROOT=$ZOO_INIT_ROOT}${ZOO_GROWN_FLAGS:+ ZOO_GROWN_FLAGS=\"$ZOO_GROWN_FLAGS\"}"
+export INDI_LAUNCHED_BY="$settings train/gpu_session.sh $out $minutes $*"
+runs_per_task=1; [[ -n "${ZOO_GROWN_FLAGS:-}" ]] && runs_per_task=2
+export INDI_CONCURRENT_RUNS=$(( $(wc -w <<< "$ZOO_TASKS") * runs_per_task ))
+train/train_zoo.sh "$work/zoo" "$minutes" "$@" & runs=($!)
+if [[ -n "${ZOO_GROWN_FLAGS:-}" ]]; then
+  # shellcheck disable=SC2086 # the flags are words
+  train/train_zoo.sh "$work/grown" "$minutes" "$@" $ZOO_GROWN_FLAGS & runs+=($!); variants+=(grown)
+fi
+for run in "${runs[@]}"; do wait "$run" || status=1; done
+for variant in "${variants[@]}"; do
+  suffix=""; [[ $variant == grown ]] && suffix="-grown"
+  for task in $ZOO_TASKS; do
+    if [[ -f "$work/$variant/indi-$task/model_index.json" ]]; then
+      tar -C "$work/$variant" -cf "$out/indi-$task$suffix.tar" "indi-$task/model_index.json" "indi-$task/scheduler" \
+        "indi-$task/unet" "indi-$task/train_info.json"
+    else
+      echo "gpu_session: $task ($variant) produced no model (see its log)" >&2; status=1
+    fi
+  done
 done
+# Logs and bench results, packed as soon as each part ends (a run cut short by the call's time limit keeps what came
+# before): the last 200 kB of each log is plenty (progress lines every 30 s, validations, errors).
+pack() {  # pack NAME FILE...: OUT/NAME.tar.gz of the files that exist
+  local name=$1; shift; mkdir -p "$work/$name"
+  for file in "$@"; do
+    [[ -f "$file" ]] || continue
+    case $file in
+      *.log) tail -c 200000 "$file" > "$work/$name/$(basename "$(dirname "$file")")-$(basename "$file")" ;;
+      *) cp "$file" "$work/$name/" ;;
+    esac
+  done
+  tar -C "$work" -czf "$out/$name.tar.gz" "$name"
+}
+pack report "$work"/zoo/*.log "$work"/grown/*.log
 first=$(for task in $ZOO_TASKS; do [[ -f "$work/zoo/indi-$task/model_index.json" ]] && echo "$work/zoo/indi-$task"; done | head -1)
 if [[ "${SKIP_BENCH:-0}" != 1 && -n "$first" ]]; then
-  train/gpu_bench.sh "$work/bench" "$first" > "$work/bench.log" 2>&1 || status=1
+  timeout "${BENCH_SECONDS:-240}" env -u INDI_LAUNCHED_BY -u INDI_CONCURRENT_RUNS train/gpu_bench.sh "$work/bench" "$first" > "$work/bench.log" 2>&1 || status=1
+  pack bench_report "$work"/bench.log "$work"/bench/*.log "$work"/bench/*.json
 fi
-# Logs and bench results: the last 200 kB of each log is plenty (progress lines every 30 s, validations, errors).
-mkdir -p "$work/report"
-for log in "$work"/zoo/*.log "$work"/bench.log "$work"/bench/*.log; do
-  [[ -f "$log" ]] && tail -c 200000 "$log" > "$work/report/$(basename "$(dirname "$log")")-$(basename "$log")"
-done
-cp "$work"/bench/*.json "$work/report/" 2>/dev/null
-tar -C "$work" -czf "$out/report.tar.gz" report
 ls -la "$out"
 exit $status

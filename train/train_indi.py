@@ -52,6 +52,7 @@ from data import (  # noqa: E402
 )
 from device_crops import DeviceCropSampler  # noqa: E402
 from device_degradation import DeviceDegrader  # noqa: E402
+from grow_network import grow_network  # noqa: E402
 
 logger = get_logger(__name__, log_level="INFO")
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -60,6 +61,8 @@ TIME_SYNC_STEPS = 10
 # --crop_sampler auto cuts crops on the device when the decoded images take at most this fraction of the device's
 # free memory (CUDA), or at most CPU_CROP_MEMORY_BYTES on other devices (where the "upload" is a second copy in RAM).
 DEVICE_CROP_MEMORY_FRACTION = 0.25
+# Recorded in train_info.json when a launcher script sets them (see the record's comment).
+LAUNCHED_BY_ENV, CONCURRENT_RUNS_ENV = "INDI_LAUNCHED_BY", "INDI_CONCURRENT_RUNS"
 CPU_CROP_MEMORY_BYTES = 4 * 2**30
 
 
@@ -126,12 +129,26 @@ def parse_args(argv=None):
     )
     parser.add_argument("--t_one_probability", type=float, default=0.1, help="Mass at t = 1 for `mixture`.")
     parser.add_argument("--loss", type=str, default="l1", choices=["l1", "l2"], help="Loss on the clean prediction.")
-    parser.add_argument("--init_from", type=str, default=None, help="Model repo to fine-tune (its network config).")
-    # network size
+    parser.add_argument(
+        "--init_from",
+        type=str,
+        default=None,
+        help="Model repo to fine-tune (its network config). With --encoder_blocks/--middle_blocks/--decoder_blocks "
+        "it is first grown to that depth: added blocks start as identities, so training starts from the same outputs.",
+    )
+    # network size (without --init_from; with it, only the block counts apply, to grow the base)
     parser.add_argument("--width", type=int, default=32, help="InDINet channels of the first level.")
-    parser.add_argument("--encoder_blocks", type=int, nargs="+", default=[1, 1, 1, 1], help="Blocks per level.")
-    parser.add_argument("--middle_blocks", type=int, default=2, help="Blocks at the lowest resolution.")
-    parser.add_argument("--decoder_blocks", type=int, nargs="+", default=[1, 1, 1, 1], help="Blocks per level.")
+    parser.add_argument(
+        "--encoder_blocks", type=int, nargs="+", default=None, help="Blocks per encoder level (default: 1 1 1 1)."
+    )
+    parser.add_argument("--middle_blocks", type=int, default=None, help="Blocks at the lowest resolution (default: 2).")
+    parser.add_argument(
+        "--decoder_blocks",
+        type=int,
+        nargs="+",
+        default=None,
+        help="Blocks per decoder level, lowest resolution first (default: 1 1 1 1).",
+    )
     parser.add_argument(
         "--unshuffle",
         type=int,
@@ -172,7 +189,8 @@ def parse_args(argv=None):
             f"of each {args.unshuffle}x{args.unshuffle} block: the first and last convolutions would then leave a part of "
             f"every image the network can neither see nor correct (noise and blur stay there). Use --width {folded} or more."
         )
-    multiple = InDINet.input_multiple_of(args.unshuffle, len(args.encoder_blocks))
+    levels = len(args.encoder_blocks or DEFAULT_BLOCKS["encoder_blocks"])
+    multiple = InDINet.input_multiple_of(args.unshuffle, levels)
     if args.resolution % multiple:
         parser.error(f"--resolution must be a multiple of {multiple} (the network's input multiple), got {args.resolution}")
     if args.eps is None:
@@ -250,14 +268,24 @@ def divergence_reason(mean_loss: float, losses: list[torch.Tensor], first_step: 
 
 
 # -------------------------------------------------------------------------------------------------------- the model
+DEFAULT_BLOCKS = {"encoder_blocks": (1, 1, 1, 1), "middle_blocks": 2, "decoder_blocks": (1, 1, 1, 1)}
+
+
+def requested_blocks(args) -> dict:
+    """The block counts given on the command line (None where a flag was left out)."""
+    return {key: (tuple(v) if isinstance(v, list) else v) for key in DEFAULT_BLOCKS for v in [getattr(args, key)]}
+
+
 def build_model(args) -> InDINet:
+    blocks = requested_blocks(args)
     if args.init_from:
-        return InDINet.from_pretrained(args.init_from, subfolder="unet", torch_dtype=torch.float32)
+        base = InDINet.from_pretrained(args.init_from, subfolder="unet", torch_dtype=torch.float32)
+        if all(v is None for v in blocks.values()):
+            return base
+        return grow_network(base, **blocks)
     return InDINet(
         width=args.width,
-        encoder_blocks=tuple(args.encoder_blocks),
-        middle_blocks=args.middle_blocks,
-        decoder_blocks=tuple(args.decoder_blocks),
+        **{key: DEFAULT_BLOCKS[key] if v is None else v for key, v in blocks.items()},
         unshuffle=args.unshuffle,
     )
 
@@ -616,6 +644,10 @@ def main(argv=None):
             "resumed_from": resumed_from,
             "init_from_train_info": base_model_record(args.init_from),
             "command": " ".join(redact_command(sys.argv if argv is None else ["train/train_indi.py", *argv])),
+            # Set by train/train_zoo.sh and train/gpu_session.sh: the command that started this run, and how many
+            # training runs shared the device with it (a share of a GPU trains fewer images/s than the whole).
+            "launched_by": os.environ.get(LAUNCHED_BY_ENV),
+            "concurrent_runs": int(os.environ.get(CONCURRENT_RUNS_ENV) or 1),
             "args": public_args(args),
             "history": history,
         }

@@ -10,6 +10,9 @@ set -uo pipefail
 out=${1:?output root}; minutes=${2:?minutes per model}; shift 2
 mkdir -p "$out"
 tasks=${ZOO_TASKS:-denoise sr4 jpeg motion_deblur defocus_deblur}
+# Recorded in each run's train_info.json (and so in its model card): what started it and how many runs shared the GPU.
+export INDI_LAUNCHED_BY=${INDI_LAUNCHED_BY:-"train/train_zoo.sh $out $minutes $*"}
+export INDI_CONCURRENT_RUNS=${INDI_CONCURRENT_RUNS:-$(wc -w <<< "$tasks")}
 declare -A crop=([denoise]=128 [sr4]=128 [jpeg]=128 [motion_deblur]=192 [defocus_deblur]=192)
 # JPEG is encoded in the crop workers (PIL, CPU); the other tasks degrade on the GPU and need few workers.
 declare -A workers=([denoise]=2 [sr4]=2 [jpeg]=5 [motion_deblur]=2 [defocus_deblur]=2)
