@@ -99,9 +99,10 @@ def test_trade_off_sentence_says_whether_the_rule_is_met():
 
 
 def test_floor_sentences_say_met_or_missed_per_setting():
-    evaluations = [{"setting": "sigma50", "gain_over_input_db_one_step": 14.5},
-                   {"setting": "sigma25", "gain_over_input_db_one_step": 10.0},
-                   {"setting": "sigma10", "gain_over_input_db_one_step": 3.0}]  # no floor for this setting
+    table = {"model_eps": 0.01, "table": [_row("degraded input", None, 15.0, 0.9), _row("InDI", 1, 29.5, 0.2)]}
+    evaluations = [{"setting": "sigma50", "gain_over_input_db_one_step": 14.5, **table},
+                   {"setting": "sigma25", "gain_over_input_db_one_step": 10.0, **table},
+                   {"setting": "sigma10", "gain_over_input_db_one_step": 3.0, **table}]  # no floor for this setting
     sentences = make_model_card.floor_sentences(evaluations, "denoise")
     assert len(sentences) == 2
     assert sentences[0].endswith("this model (+14.50 dB) meets it.")
@@ -109,12 +110,33 @@ def test_floor_sentences_say_met_or_missed_per_setting():
     assert make_model_card.floor_limitations(evaluations[:1], "denoise") == []
     assert "sigma25 by 1.00 dB" in make_model_card.floor_limitations(evaluations, "denoise")[0]
     # A task with one setting ("default") names no setting.
-    motion = [{"setting": "default", "gain_over_input_db_one_step": 1.25}]
+    motion = [{"setting": "default", "gain_over_input_db_one_step": 1.25, "model_eps": 0.01,
+               "table": [_row("degraded input", None, 29.5, 0.25), _row("InDI", 1, 30.75, 0.20)]}]
     assert make_model_card.floor_sentences(motion, "motion_deblur") == [
         "- The project's quality floor is +3.0 dB at 1 step; this model (+1.25 dB) **misses it by 1.75 dB** "
         "(see Limitations)."]
     assert make_model_card.floor_limitations(motion, "motion_deblur")[0].startswith(
-        "- Below the project's quality floor (by 1.75 dB)")
+        "- Below the project's quality floor (by 1.75 dB): it is published because it beats the input on PSNR and "
+        "LPIPS at once at 1 step (table above)")
+
+
+def _row(method: str, steps: int | None, psnr: float, lpips: float, eps: float | None = 0.01) -> dict:
+    return {"method": method, "steps": steps, "eps": None if steps is None else eps, "psnr": psnr, "lpips": lpips}
+
+
+def test_improvement_over_input_says_where_the_model_beats_the_input():
+    source = _row("degraded input", None, 29.5, 0.25)
+    # PSNR only at 1 step, LPIPS only with more steps; the eps = 0 row (not the model's eps) is left out
+    split = {"model_eps": 0.01, "table": [source, _row("InDI", 1, 29.8, 0.27), _row("InDI", 8, 29.0, 0.19),
+                                          _row("InDI", 1, 30.5, 0.1, eps=0.0)]}
+    assert make_model_card.improvement_over_input(split) == (
+        "it improves on the input, though not on PSNR and LPIPS at the same step count: +0.30 dB PSNR at 1 step(s); "
+        "LPIPS 0.190 against 0.250 at 8 steps")
+    both = {"model_eps": 0.01, "table": [source, _row("InDI", 1, 29.8, 0.27), _row("InDI", 2, 29.7, 0.24),
+                                         _row("InDI", 4, 29.6, 0.22)]}
+    assert make_model_card.improvement_over_input(both) == "it beats the input on PSNR and LPIPS at once at 2, 4 steps"
+    worse = {"model_eps": 0.01, "table": [source, _row("InDI", 1, 29.0, 0.3)]}
+    assert make_model_card.improvement_over_input(worse) == "it does not improve on the input"
 
 
 def _train_info(command: str, steps: int, device: str = "cpu", base: dict | None = None) -> dict:
@@ -138,13 +160,27 @@ def test_model_card_describes_every_training_stage_of_a_fine_tune(tmp_path):
     text = (repo / "README.md").read_text()
     first, second = text.index("- Stage 1 of 2: 40 steps"), text.index("- Stage 2 of 2 (fine-tunes the previous): 7 steps")
     assert first < second
-    assert "on GPU X, shared with the other zoo models" in text[first:second]
+    assert "on GPU X, one of 5 training runs sharing it" in text[first:second]  # an old record: train_zoo.sh ran 5
     assert "stopped by max_train_steps (resumed at step 5 from checkpoint-5). " in text[second:]
     assert "Command of the last segment: `python train/train_indi.py --init_from base --seed 1`" in text[second:]
     assert "Command: `train/train_zoo.sh" in text[first:second]
     assert "p(t) uniform on (0, 1] mixed with t = 1 at weight 0.25" in text[second:]
     assert "p(t) uniform, AdamW" in text[first:second]
     assert "(8 min on GPU X then 1 min on cpu)" in text
+
+
+def test_stage_line_names_the_launcher_the_gpu_share_and_a_different_task():
+    info = _train_info("train/train_indi.py --task defocus_deblur", 30, "GPU Y")
+    info.update(task="defocus_deblur", launched_by="ZOO_TASKS=x train/gpu_session.sh OUT 5", concurrent_runs=4)
+    line = make_model_card.stage_line(1, info, 2, "motion_deblur")
+    assert line.startswith("- Stage 1 of 2 on the defocus_deblur task: 30 steps")
+    assert "on GPU Y, one of 4 training runs sharing it," in line
+    assert line.endswith("Launched by `ZOO_TASKS=x train/gpu_session.sh OUT 5`; its training command: "
+                         "`train/train_indi.py --task defocus_deblur`.")
+    info.update(concurrent_runs=1, launched_by=None)
+    line = make_model_card.stage_line(2, info, 2, "defocus_deblur")
+    assert "sharing" not in line and "on the defocus_deblur task" not in line
+    assert line.endswith("Command: `train/train_indi.py --task defocus_deblur`.")
 
 
 def test_regression_baseline_row_and_plot_line(tmp_path):

@@ -177,13 +177,33 @@ def floor_sentences(evaluations: list[dict], task_id: str) -> list[str]:
     return lines
 
 
+def improvement_over_input(evaluation: dict) -> str:
+    """Where the model beats the degraded input, in numbers: the step counts that beat it on PSNR and LPIPS both, else
+    the best of each (a weak model may gain PSNR at 1 step but only lower LPIPS with more steps)."""
+    source, *rows = evaluation["table"]
+    rows = [r for r in rows if r["method"] == "InDI" and r["eps"] == evaluation["model_eps"]]
+    both = [r["steps"] for r in rows if r["psnr"] > source["psnr"] and r["lpips"] < source["lpips"]]
+    if both:
+        steps = ", ".join(map(str, both))
+        return f"it beats the input on PSNR and LPIPS at once at {steps} step{'s' if both != [1] else ''}"
+    best_psnr, best_lpips = max(rows, key=lambda r: r["psnr"]), min(rows, key=lambda r: r["lpips"])
+    parts = []
+    if best_psnr["psnr"] > source["psnr"]:
+        parts.append(f"{best_psnr['psnr'] - source['psnr']:+.2f} dB PSNR at {best_psnr['steps']} step(s)")
+    if best_lpips["lpips"] < source["lpips"]:
+        parts.append(f"LPIPS {best_lpips['lpips']:.3f} against {source['lpips']:.3f} at {best_lpips['steps']} steps")
+    return "it improves on the input, though not on PSNR and LPIPS at the same step count: " + "; ".join(parts) \
+        if parts else "it does not improve on the input"
+
+
 def floor_limitations(evaluations: list[dict], task_id: str) -> list[str]:
     misses = [(setting, floor - gain) for setting, floor, gain in floor_checks(evaluations, task_id) if gain < floor]
     if not misses:
         return []
     short = ", ".join(("" if setting == "default" else f"{setting} ") + f"by {miss:.2f} dB" for setting, miss in misses)
-    return [f"- Below the project's quality floor ({short}): it is published because it restores better than the "
-            "input (PSNR and LPIPS above), until a longer training run (more images, a GPU) beats it."]
+    main = primary_evaluation(evaluations)
+    return [f"- Below the project's quality floor ({short}): it is published because {improvement_over_input(main)} "
+            "(table above), until a longer training run (more images, a GPU) beats it."]
 
 
 def training_stages(info: dict) -> list[dict]:
@@ -202,24 +222,38 @@ def t_sampling_text(config: dict) -> str:
     return config["t_sampling"]
 
 
-def stage_line(number: int, info: dict, count: int) -> str:
+def concurrent_runs(info: dict) -> int:
+    """How many training runs shared the device. Records from before the field: train_zoo.sh ran all five zoo tasks."""
+    if "concurrent_runs" in info:
+        return info["concurrent_runs"]
+    return 5 if "train_zoo.sh" in info["command"] else 1
+
+
+def stage_line(number: int, info: dict, count: int, task_id: str) -> str:
     """One run: recipe, length, machine and the exact command (train_info.json of that run)."""
     args = info["args"]
     label = "Run" if count == 1 else f"Stage {number} of {count}" + (" (fine-tunes the previous)" if number > 1 else "")
     device = info["device"]
-    # train_zoo.sh trains the five zoo models at once on one GPU, so each got a share of it.
-    shared = ", shared with the other zoo models trained at the same time" if "train_zoo.sh" in info["command"] else ""
+    runs = concurrent_runs(info)
+    shared = f", one of {runs} training runs sharing it" if runs > 1 else ""
+    # A stage may have trained a related task (the motion model starts from the defocus model): say which.
+    other_task = f" on the {info['task']} task" if info.get("task", task_id) != task_id else ""
     eps = f"eps {args['eps']:g}, " if args.get("eps") is not None else ""
     resumed = info.get("resumed_from")
     # The time and steps count the whole run; the command is the one of its last segment.
     resumed = f" (resumed at step {resumed['global_step']} from {resumed['checkpoint']})" if resumed else ""
+    what = "command of the last segment" if resumed else "command"
+    command = f"`{info['command']}`"
+    if info.get("launched_by"):
+        command = f"Launched by `{info['launched_by']}`; its training {what}: {command}."
+    else:
+        command = f"{what.capitalize()}: {command}."
     return (
-        f"- {label}: {info['global_step']} steps in {info['wall_seconds'] / 60:.1f} min on {device}{shared}, "
+        f"- {label}{other_task}: {info['global_step']} steps in {info['wall_seconds'] / 60:.1f} min on {device}{shared}, "
         f"{info['images_per_second_median']:.0f} images/s, stopped by {info['stop_reason']}{resumed}. {eps}p(t) "
         f"{t_sampling_text(args)}, AdamW lr {args['learning_rate']:g} with {args['lr_warmup_steps']} warm-up steps then "
         f"cosine over the budget, batch {args['train_batch_size']} × {args['resolution']} px crops, EMA "
-        f"{args['ema_max_decay']}, mixed precision {info['mixed_precision']}, seed {args['seed']}. "
-        f"Command{' of the last segment' if resumed else ''}: `{info['command']}`."
+        f"{args['ema_max_decay']}, mixed precision {info['mixed_precision']}, seed {args['seed']}. {command}"
     )
 
 
@@ -322,7 +356,7 @@ def build_card(folder: Path, hub_org: str | None) -> ModelCard:
         f"{unet['decoder_blocks']}; fp16 safetensors.",
         f"- InDI: eps = {scheduler['eps']:g} ({scheduler['noise_schedule']} schedule), "
         f"p(t) = {t_sampling_text(scheduler)}, {train_args['loss'].upper()} loss on the predicted clean image.",
-        *(stage_line(number, stage, len(stages)) for number, stage in enumerate(stages, 1)),
+        *(stage_line(number, stage, len(stages), task.task_id) for number, stage in enumerate(stages, 1)),
         f"- Data: {DATA_SUMMARY}",
         "",
         "## Limitations",
