@@ -235,3 +235,47 @@ def test_oracle_deconvolution_reproduces_the_evaluation_blur_and_beats_it(tmp_pa
     assert len(result["images"]) == 2 and json.loads((tmp_path / "oracle.json").read_text()) == result
     # Told the true kernel, the best regularised inverse restores smooth photos better than the blurred input.
     assert result["oracle_psnr"] > result["input_psnr"] + 1.0
+
+
+def test_verify_zoo_reruns_the_recorded_evaluation_and_checks_the_card(tmp_path, capsys):
+    """train/verify_zoo.py: a repo whose card and evaluation are current matches; a changed number or a hand-edited
+    card is named."""
+    import shlex
+
+    import verify_zoo
+
+    repo = _repo(tmp_path / "indi-jpeg", "jpeg", identity=False, eps=0.02)
+    photos = _photos(tmp_path / "photos")
+    argv = ["--model", str(repo), "--task", "jpeg", "--data_dir", str(photos), "--crop", "64", "--steps", "1", "2",
+            "--variation_seeds", "2", "--variation_images", "1", "--variation_crop", "32", "--threads", "1"]
+    eval_indi.main(argv)
+    path = repo / "eval_q10.json"
+    recorded = json.loads(path.read_text())
+    # In pytest, sys.argv is pytest's: record the command as the script would have.
+    recorded["command"] = "python train/eval_indi.py " + shlex.join(argv)
+    path.write_text(json.dumps(recorded))
+    (repo / "train_info.json").write_text(json.dumps(_train_info("train_indi.py ...", steps=5)))
+    make_model_card.main([str(repo)])
+
+    assert verify_zoo.main([str(repo), "--json", str(tmp_path / "verify.json")]) == 0
+    result = json.loads((tmp_path / "verify.json").read_text())[0]
+    assert result["setting"] == "q10" and result["problems"] == [] and result["card_current"] is True
+    assert result["largest_difference"]["psnr"] < 0.01
+    assert "| indi-jpeg | q10 |" in capsys.readouterr().out
+
+    recorded["table"][1]["psnr"] += 0.5
+    path.write_text(json.dumps(recorded))  # the card, made from the old numbers, is now stale too
+    assert verify_zoo.main([str(repo), "--json", str(tmp_path / "verify.json")]) == 1
+    problems = json.loads((tmp_path / "verify.json").read_text())[0]["problems"]
+    assert any("psnr: card" in p for p in problems)
+    assert any("README.md is not the card" in p for p in problems)
+
+
+def test_verify_zoo_refuses_a_command_that_is_not_the_evaluation():
+    import verify_zoo
+
+    with pytest.raises(ValueError, match="not a train/eval_indi.py command"):
+        verify_zoo.recorded_arguments({"command": "python something_else.py --x 1"}, Path("/tmp/x"))
+    argv = verify_zoo.recorded_arguments(
+        {"command": "python train/eval_indi.py --model m --output_dir old --crop 256"}, Path("/tmp/new"))
+    assert argv == ["--model", "m", "--crop", "256", "--output_dir", "/tmp/new"]

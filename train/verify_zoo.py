@@ -1,0 +1,120 @@
+#!/usr/bin/env python
+"""Checks that the bundled model cards hold what a re-run of their evaluation gives.
+
+For every model repo and every ``eval_<setting>.json`` in it: re-runs the command recorded in that file (its
+``train/eval_indi.py`` arguments, written to a temporary folder instead of the repo), compares every table row
+(PSNR, SSIM, LPIPS, sharpness; not the seconds, which depend on the machine's load), the recommended step count
+and the sample variation; then regenerates the model card from the committed evaluation files and checks that it
+is the committed README.md. Prints a table, optionally writes JSON, and exits 1 on any difference.
+
+    python train/verify_zoo.py                                  # every repo under model_cards/
+    python train/verify_zoo.py model_cards/indi-jpeg --json verify.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import eval_indi  # noqa: E402
+import make_model_card  # noqa: E402
+
+# The re-run must agree to these (absolute) differences; the evaluation is seeded, so on one machine it agrees to
+# float rounding. Other CPUs (another oneDNN kernel) may differ in the last digits the cards print.
+TOLERANCES = {"psnr": 0.01, "ssim": 1e-4, "lpips": 1e-4, "sharpness": 1e-3}
+VARIATION_TOLERANCE = 0.01  # /255
+EVAL_SCRIPT = "train/eval_indi.py"
+
+
+def recorded_arguments(evaluation: dict, output_dir: Path) -> list[str]:
+    """The eval_indi.py arguments of a recorded command, writing to ``output_dir``."""
+    words = shlex.split(evaluation["command"])
+    if EVAL_SCRIPT not in words:
+        raise ValueError(f"not a {EVAL_SCRIPT} command: {evaluation['command']!r}")
+    argv = words[words.index(EVAL_SCRIPT) + 1 :]
+    if "--output_dir" in argv:
+        del argv[argv.index("--output_dir") : argv.index("--output_dir") + 2]
+    return [*argv, "--output_dir", str(output_dir)]
+
+
+def row_key(row: dict) -> tuple:
+    return row["method"], row["steps"], row["eps"]
+
+
+def compare(recorded: dict, rerun: dict) -> dict:
+    """Largest differences per metric, and what does not match (an empty ``problems`` list when all agree)."""
+    problems = []
+    recorded_rows = {row_key(r): r for r in recorded["table"]}
+    rerun_rows = {row_key(r): r for r in rerun["table"]}
+    if recorded_rows.keys() != rerun_rows.keys():
+        problems.append(f"rows differ: {sorted(map(str, recorded_rows.keys() ^ rerun_rows.keys()))}")
+    largest = {metric: 0.0 for metric in TOLERANCES}
+    for key in recorded_rows.keys() & rerun_rows.keys():
+        for metric, tolerance in TOLERANCES.items():
+            difference = abs(recorded_rows[key][metric] - rerun_rows[key][metric])
+            largest[metric] = max(largest[metric], difference)
+            if difference > tolerance:
+                problems.append(f"{key} {metric}: card {recorded_rows[key][metric]:.4f}, re-run "
+                                f"{rerun_rows[key][metric]:.4f}")
+    if recorded["recommended_steps"] != rerun["recommended_steps"]:
+        problems.append(f"recommended steps: card {recorded['recommended_steps']}, re-run {rerun['recommended_steps']}")
+    variation = (recorded["variation"]["mean_pixel_std_255"], rerun["variation"]["mean_pixel_std_255"])
+    if None in variation and variation[0] != variation[1] or None not in variation and \
+            abs(variation[0] - variation[1]) > VARIATION_TOLERANCE:
+        problems.append(f"sample variation: card {variation[0]}, re-run {variation[1]}")
+    return {"largest_difference": largest, "problems": problems}
+
+
+def card_is_current(folder: Path) -> bool:
+    """Whether README.md is exactly the card make_model_card.py writes from the committed evaluation files."""
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = Path(tmp) / "README.md"
+        make_model_card.build_card(folder, None).save(fresh)
+        return fresh.read_text() == (folder / "README.md").read_text()
+
+
+def verify_repo(folder: Path) -> list[dict]:
+    results = []
+    evaluations = sorted(folder.glob("eval_*.json"))
+    if not evaluations:
+        return [{"repo": folder.name, "setting": None, "problems": ["no eval_*.json in the repo"]}]
+    for path in evaluations:
+        recorded = json.loads(path.read_text())
+        with tempfile.TemporaryDirectory() as tmp:
+            rerun = eval_indi.main(recorded_arguments(recorded, Path(tmp)))
+        results.append({"repo": folder.name, "setting": recorded["setting"], **compare(recorded, rerun)})
+    current = card_is_current(folder)
+    for result in results:
+        result["card_current"] = current
+        if not current:
+            result["problems"].append("README.md is not the card make_model_card.py writes from these evaluations")
+    return results
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Re-run the bundled models' evaluations and check their cards.")
+    parser.add_argument("folders", nargs="*", help="Model repo folders (default: every model_cards/indi-*).")
+    parser.add_argument("--json", default=None, help="Also write the results here.")
+    args = parser.parse_args(argv)
+    folders = [Path(f) for f in args.folders] or sorted(Path("model_cards").glob("indi-*"))
+    results = [result for folder in folders for result in verify_repo(folder)]
+    print("| repo | setting | max ΔPSNR (dB) | max ΔSSIM | max ΔLPIPS | card current | verdict |")
+    print("|---|---|---:|---:|---:|---|---|")
+    for r in results:
+        largest = r.get("largest_difference") or {}
+        cells = [f"{largest[m]:.4f}" if m in largest else "" for m in ("psnr", "ssim", "lpips")]
+        verdict = "matches" if not r["problems"] else "; ".join(r["problems"])
+        print(f"| {r['repo']} | {r['setting']} | {' | '.join(cells)} | {r.get('card_current', '')} | {verdict} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 1 if any(r["problems"] for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
