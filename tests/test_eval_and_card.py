@@ -89,6 +89,12 @@ def test_model_card_is_generated_from_the_evaluation(tmp_path):
     assert f"Below the project's quality floor (q10 by {miss:.2f} dB)" in card.text
 
 
+def test_spacing_text_follows_the_scheduler_config():
+    assert make_model_card.spacing_text({"timestep_spacing": "uniform"}) == "Inference steps are equally spaced in t."
+    power = make_model_card.spacing_text({"timestep_spacing": "power", "spacing_power": 2.0})
+    assert power.startswith("Inference steps are spaced t_i = (1 - i/N)^2, closer together near t = 0")
+
+
 def test_trade_off_sentence_says_whether_the_rule_is_met():
     base = {"recommended_steps": 8, "psnr_drop_vs_one_step": 0.6}
     assert make_model_card.trade_off_sentence({**base, "lpips_reduction_vs_one_step": 0.12}).endswith("is met.")

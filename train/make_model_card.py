@@ -215,6 +215,14 @@ def training_stages(info: dict) -> list[dict]:
     return stages
 
 
+def spacing_text(scheduler: dict) -> str:
+    """How inference spaces its steps in t (the scheduler config of the repo, used by the evaluation above)."""
+    if scheduler.get("timestep_spacing") == "power":
+        return (f"Inference steps are spaced t_i = (1 - i/N)^{scheduler['spacing_power']:g}, closer together near "
+                "t = 0 (the repo's scheduler config; the evaluation above uses it).")
+    return "Inference steps are equally spaced in t."
+
+
 def t_sampling_text(config: dict) -> str:
     """p(t) in words, from a scheduler config or a run's args (both hold t_sampling and t_one_probability)."""
     if config["t_sampling"] == "mixture":
@@ -355,7 +363,8 @@ def build_card(folder: Path, hub_org: str | None) -> ModelCard:
         f"{unet.get('unshuffle', 2)}, encoder blocks {unet['encoder_blocks']}, middle {unet['middle_blocks']}, decoder "
         f"{unet['decoder_blocks']}; fp16 safetensors.",
         f"- InDI: eps = {scheduler['eps']:g} ({scheduler['noise_schedule']} schedule), "
-        f"p(t) = {t_sampling_text(scheduler)}, {train_args['loss'].upper()} loss on the predicted clean image.",
+        f"p(t) = {t_sampling_text(scheduler)}, {train_args['loss'].upper()} loss on the predicted clean image. "
+        f"{spacing_text(scheduler)}",
         *(stage_line(number, stage, len(stages), task.task_id) for number, stage in enumerate(stages, 1)),
         f"- Data: {DATA_SUMMARY}",
         "",
