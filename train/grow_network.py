@@ -63,10 +63,10 @@ def grow_network(
             state[key] = base_state[key].clone()
         elif key.endswith((".scale1", ".scale2")):
             state[key] = torch.zeros_like(value)  # an added block: identity (already zero at init; made explicit)
+    base_rows, grown_rows = film_rows(base), film_rows(grown)
     for key in ("time_mlp.2.weight", "time_mlp.2.bias"):
         state[key] = torch.zeros_like(state[key])  # added blocks: neutral FiLM
-        new_rows = film_rows(grown)
-        for name, rows in film_rows(base).items():
-            state[key][new_rows[name]] = base_state[key][rows]
+        for name, rows in base_rows.items():
+            state[key][grown_rows[name]] = base_state[key][rows]
     grown.load_state_dict(state)
     return grown

@@ -13,6 +13,7 @@ into memory; random crops are cut on the training device (`--crop_sampler`, see 
 from __future__ import annotations
 
 import argparse
+import inspect
 import itertools
 import json
 import logging
@@ -61,9 +62,9 @@ TIME_SYNC_STEPS = 10
 # --crop_sampler auto cuts crops on the device when the decoded images take at most this fraction of the device's
 # free memory (CUDA), or at most CPU_CROP_MEMORY_BYTES on other devices (where the "upload" is a second copy in RAM).
 DEVICE_CROP_MEMORY_FRACTION = 0.25
+CPU_CROP_MEMORY_BYTES = 4 * 2**30
 # Recorded in train_info.json when a launcher script sets them (see the record's comment).
 LAUNCHED_BY_ENV, CONCURRENT_RUNS_ENV = "INDI_LAUNCHED_BY", "INDI_CONCURRENT_RUNS"
-CPU_CROP_MEMORY_BYTES = 4 * 2**30
 
 
 def parse_args(argv=None):
@@ -189,7 +190,7 @@ def parse_args(argv=None):
             f"of each {args.unshuffle}x{args.unshuffle} block: the first and last convolutions would then leave a part of "
             f"every image the network can neither see nor correct (noise and blur stay there). Use --width {folded} or more."
         )
-    levels = len(args.encoder_blocks or DEFAULT_BLOCKS["encoder_blocks"])
+    levels = len(args.encoder_blocks or inspect.signature(InDINet).parameters["encoder_blocks"].default)
     multiple = InDINet.input_multiple_of(args.unshuffle, levels)
     if args.resolution % multiple:
         parser.error(f"--resolution must be a multiple of {multiple} (the network's input multiple), got {args.resolution}")
@@ -268,26 +269,21 @@ def divergence_reason(mean_loss: float, losses: list[torch.Tensor], first_step: 
 
 
 # -------------------------------------------------------------------------------------------------------- the model
-DEFAULT_BLOCKS = {"encoder_blocks": (1, 1, 1, 1), "middle_blocks": 2, "decoder_blocks": (1, 1, 1, 1)}
+BLOCK_FLAGS = ("encoder_blocks", "middle_blocks", "decoder_blocks")
 
 
 def requested_blocks(args) -> dict:
-    """The block counts given on the command line (None where a flag was left out)."""
-    return {key: (tuple(v) if isinstance(v, list) else v) for key in DEFAULT_BLOCKS for v in [getattr(args, key)]}
+    """The block counts given on the command line; a flag left out is not in the dict (InDINet's default applies)."""
+    blocks = {key: getattr(args, key) for key in BLOCK_FLAGS if getattr(args, key) is not None}
+    return {key: tuple(v) if isinstance(v, list) else v for key, v in blocks.items()}
 
 
 def build_model(args) -> InDINet:
     blocks = requested_blocks(args)
     if args.init_from:
         base = InDINet.from_pretrained(args.init_from, subfolder="unet", torch_dtype=torch.float32)
-        if all(v is None for v in blocks.values()):
-            return base
-        return grow_network(base, **blocks)
-    return InDINet(
-        width=args.width,
-        **{key: DEFAULT_BLOCKS[key] if v is None else v for key, v in blocks.items()},
-        unshuffle=args.unshuffle,
-    )
+        return grow_network(base, **blocks) if blocks else base
+    return InDINet(width=args.width, unshuffle=args.unshuffle, **blocks)
 
 
 def base_model_record(init_from: str | None) -> dict | None:
