@@ -319,7 +319,7 @@ def restore(
         task: one of motion_deblur, defocus_deblur, sr4, jpeg, denoise.
         steps: number of InDI steps, 1-50 (1 = regression: best PSNR, smooth; more = sharper, more realistic).
         seed: seed of the path noise (same seed, same result).
-        eps: path noise level of the walk (the models were trained with 0.02; denoise with 0.01).
+        eps: path noise level of the walk (default: the eps the task's model was trained with).
         noise_level: denoise only: the known noise sigma in 8-bit levels (1-50); 0 = unknown (start at t = 1).
         degrade_first: the upload is a clean photo: degrade it with the task's degradation (seed 0) first and report
             PSNR / LPIPS against it.

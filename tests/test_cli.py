@@ -3,6 +3,7 @@ pipeline repo saved in a temporary folder. Offline: conftest.py sets HF_HUB_OFFL
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -268,3 +269,16 @@ def test_readme_and_ci_agree():
     for task in TASKS.values():
         bundled = (task.local_path / "model_index.json").is_file()
         assert (f"indi-zoo/{task.repo_name}" in front_matter) == bundled, task.task_id
+
+
+def test_registry_defaults_are_the_bundled_models_and_the_readme_s():
+    """The app and CLI restore with the registry's eps by default: it must be the eps each bundled model was trained
+    with (else the Space's default result is not what the card measured), and README's Tasks table must show both."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    for task in TASKS.values():
+        config = task.local_path / "scheduler" / "scheduler_config.json"
+        if config.is_file():
+            assert json.loads(config.read_text())["eps"] == task.eps, task.task_id
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{task.task_id}` |"))
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert (int(cells[3]), float(cells[4])) == (task.default_steps, task.eps), row
