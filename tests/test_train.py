@@ -425,6 +425,28 @@ def test_t_sampling_one_and_init_from(tmp_path, clean_dir, train_indi):
     assert_fp16_repo(grown)
 
 
+def test_size_flags_with_init_from_are_refused(tmp_path, clean_dir, train_indi, capsys):
+    """With --init_from the network is the base repo's: a --width or --unshuffle would be silently ignored, so it is
+    refused; the resolution is checked against the base's own input multiple (not the default network's)."""
+    base = tmp_path / "base"
+    train_indi.main(["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir", str(base),
+                     "--max_train_steps", "1", "--report_to", "none", *FAST, "--width", "48", "--unshuffle", "4",
+                     "--encoder_blocks", "1", "--decoder_blocks", "1", "--resolution", "32"])
+    for flags in (["--width", "64"], ["--unshuffle", "2"]):
+        with pytest.raises(SystemExit):
+            train_indi.parse_args(["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir",
+                                   str(tmp_path / "x"), "--init_from", str(base), *flags])
+        assert f"{flags[0]} set the size of a new network" in capsys.readouterr().err
+    # the base (unshuffle 4, one level) needs a multiple of 8: 36 is refused, 40 accepted
+    with pytest.raises(SystemExit):
+        train_indi.parse_args(["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir",
+                               str(tmp_path / "x"), "--init_from", str(base), "--resolution", "36"])
+    assert "--resolution must be a multiple of 8" in capsys.readouterr().err
+    args = train_indi.parse_args(["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir",
+                                  str(tmp_path / "x"), "--init_from", str(base), "--resolution", "40"])
+    assert args.width is None and args.unshuffle is None
+
+
 def test_width_below_the_folded_channels_is_refused(tmp_path, clean_dir, train_indi, capsys):
     """--unshuffle 4 folds 48 values per 4x4 block into the channels: a narrower first level cannot see or correct a
     part of every image (a 32-channel one kept the path noise in a CPU trial), so training it is refused up front."""

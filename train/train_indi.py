@@ -59,6 +59,10 @@ logger = get_logger(__name__, log_level="INFO")
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_FILE = "train_state.json"
 TIME_SYNC_STEPS = 10
+# InDINet's own defaults for a new network (a fine-tune takes its base's config instead).
+_NETWORK_DEFAULTS = {name: parameter.default for name, parameter in inspect.signature(InDINet).parameters.items()}
+DEFAULT_WIDTH, DEFAULT_UNSHUFFLE = _NETWORK_DEFAULTS["width"], _NETWORK_DEFAULTS["unshuffle"]
+DEFAULT_ENCODER_BLOCKS = _NETWORK_DEFAULTS["encoder_blocks"]
 # --crop_sampler auto cuts crops on the device when the decoded images take at most this fraction of the device's
 # free memory (CUDA), or at most CPU_CROP_MEMORY_BYTES on other devices (where the "upload" is a second copy in RAM).
 DEVICE_CROP_MEMORY_FRACTION = 0.25
@@ -138,7 +142,9 @@ def parse_args(argv=None):
         "it is first grown to that depth: added blocks start as identities, so training starts from the same outputs.",
     )
     # network size (without --init_from; with it, only the block counts apply, to grow the base)
-    parser.add_argument("--width", type=int, default=32, help="InDINet channels of the first level.")
+    parser.add_argument(
+        "--width", type=int, default=None, help=f"InDINet channels of the first level (default: {DEFAULT_WIDTH})."
+    )
     parser.add_argument(
         "--encoder_blocks", type=int, nargs="+", default=None, help="Blocks per encoder level (default: 1 1 1 1)."
     )
@@ -153,9 +159,10 @@ def parse_args(argv=None):
     parser.add_argument(
         "--unshuffle",
         type=int,
-        default=2,
-        help="InDINet input pixel-unshuffle factor: 4 makes the first level run at 1/4 resolution (needs --width >= "
-        "48; faster per forward on the CPU, but it restored less well in a trial: see README, Performance).",
+        default=None,
+        help=f"InDINet input pixel-unshuffle factor (default: {DEFAULT_UNSHUFFLE}): 4 makes the first level run at 1/4 "
+        "resolution (needs --width >= 48; faster per forward on the CPU, but it restored less well in a trial: see "
+        "README, Performance).",
     )
     # checkpoints, logging, validation
     parser.add_argument("--checkpointing_steps", type=int, default=1000, help="Save a checkpoint every N steps.")
@@ -181,17 +188,31 @@ def parse_args(argv=None):
         parser.error("--push_to_hub needs --hub_model_id")
     if args.crop_sampler == "device" and jpeg_in_workers(args):
         parser.error("--crop_sampler device cannot JPEG-compress crops (PIL, on the CPU): use auto or workers")
-    if args.unshuffle < 1:
-        parser.error(f"--unshuffle must be >= 1, got {args.unshuffle}")
-    folded = 3 * args.unshuffle**2
-    if args.init_from is None and args.width < folded:
-        parser.error(
-            f"--width {args.width} is below the {folded} values that --unshuffle {args.unshuffle} folds into the channels "
-            f"of each {args.unshuffle}x{args.unshuffle} block: the first and last convolutions would then leave a part of "
-            f"every image the network can neither see nor correct (noise and blur stay there). Use --width {folded} or more."
-        )
-    levels = len(args.encoder_blocks or inspect.signature(InDINet).parameters["encoder_blocks"].default)
-    multiple = InDINet.input_multiple_of(args.unshuffle, levels)
+    if args.init_from is not None:
+        size_flags = [f"--{flag}" for flag in ("width", "unshuffle") if getattr(args, flag) is not None]
+        if size_flags:
+            parser.error(
+                f"{' and '.join(size_flags)} set the size of a new network; with --init_from the network is the base "
+                f"repo's own (grow it deeper with --encoder_blocks/--middle_blocks/--decoder_blocks)"
+            )
+        base_config = InDINet.load_config(args.init_from, subfolder="unet")
+        unshuffle = base_config.get("unshuffle", DEFAULT_UNSHUFFLE)
+        base_levels = base_config.get("encoder_blocks", DEFAULT_ENCODER_BLOCKS)
+    else:
+        args.width = DEFAULT_WIDTH if args.width is None else args.width
+        args.unshuffle = unshuffle = DEFAULT_UNSHUFFLE if args.unshuffle is None else args.unshuffle
+        base_levels = DEFAULT_ENCODER_BLOCKS
+        if args.unshuffle < 1:
+            parser.error(f"--unshuffle must be >= 1, got {args.unshuffle}")
+        folded = 3 * args.unshuffle**2
+        if args.width < folded:
+            parser.error(
+                f"--width {args.width} is below the {folded} values that --unshuffle {args.unshuffle} folds into the "
+                f"channels of each {args.unshuffle}x{args.unshuffle} block: the first and last convolutions would then "
+                f"leave a part of every image the network can neither see nor correct (noise and blur stay there). "
+                f"Use --width {folded} or more."
+            )
+    multiple = InDINet.input_multiple_of(unshuffle, len(args.encoder_blocks or base_levels))
     if args.resolution % multiple:
         parser.error(f"--resolution must be a multiple of {multiple} (the network's input multiple), got {args.resolution}")
     if args.eps is None:
