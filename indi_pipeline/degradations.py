@@ -28,7 +28,10 @@ is one grouped ``conv2d`` (``groups = N * C``) with reflect padding.  JPEG goes 
 the result is returned on ``x.device``.
 
 Channels: noise, blur and bicubic resizing accept any channel count ``C``; JPEG needs ``C`` in ``{1, 3}``
-(grey or RGB).  Values are not range-checked (noisy inputs may leave ``[0, 1]``), but NaN/Inf are rejected.
+(grey or RGB).  Values are not range-checked (noisy inputs may leave ``[0, 1]``), but NaN/Inf are rejected
+unless a task function is given ``check_finite=False``: the check reads a value back from ``x``'s device, which
+stalls a GPU's queue every batch, so the trainer turns it off for its batches (crops of 8-bit photos, always
+finite).
 
 Registry: ``DEGRADATIONS[task](x, generator=None, **kwargs)`` and ``degrade(task, x, generator, **kwargs)``.
 For PIL images (CLI ``indi degrade`` and the demo) use ``degrade_pil``.
@@ -80,8 +83,10 @@ ParamLike = Union[Number, Sequence[Number], torch.Tensor, None]
 # --------------------------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------------------------
-def _check_image(x, name: str = "x", channels: Optional[Sequence[int]] = None) -> torch.Tensor:
-    """Validate an image batch: a floating tensor (N, C, H, W) with N, H, W >= 1, finite values."""
+def _check_image(
+    x, name: str = "x", channels: Optional[Sequence[int]] = None, check_finite: bool = True
+) -> torch.Tensor:
+    """Validate an image batch: a floating tensor (N, C, H, W) with N, H, W >= 1, finite values (``check_finite``)."""
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor of shape (N, C, H, W), got {type(x).__name__}")
     if x.ndim != 4:
@@ -98,7 +103,7 @@ def _check_image(x, name: str = "x", channels: Optional[Sequence[int]] = None) -
         want = " or ".join(map(str, channels))
         raise ValueError(f"{name} must have {want} channels, got {c} (shape {tuple(x.shape)})")
     # one float64 reduction (no bool copy of x): NaN/Inf propagate into the sum
-    if not bool(torch.isfinite(x.sum(dtype=torch.float64))):
+    if check_finite and not bool(torch.isfinite(x.sum(dtype=torch.float64))):
         bad = "NaN" if bool(torch.isnan(x).any()) else "Inf"
         raise ValueError(f"{name} contains {bad} values")
     return x
@@ -154,7 +159,12 @@ def _noise_like(x: torch.Tensor, sigma: torch.Tensor, generator) -> torch.Tensor
     """sigma (n,) float64 CPU -> per-image Gaussian noise shaped like x, on x.device."""
     noise = torch.randn(x.shape, generator=generator, device=_gen_device(generator), dtype=torch.float32)
     noise = noise.to(device=x.device, dtype=x.dtype)
-    return noise * sigma.to(device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
+    if bool((sigma == sigma[0]).all()):  # one sigma for the batch (sigma is on the CPU: no device read)
+        # a 0-d CPU tensor reaches a GPU kernel as a scalar argument (no copy); on the CPU it multiplies 3x faster
+        # than a Python float, which the CPU kernel takes in double precision
+        return noise * sigma[0].to(x.dtype)
+    # non_blocking: a blocking copy to a GPU waits for its whole queue; the stream still orders the copy first
+    return noise * sigma.to(device=x.device, dtype=x.dtype, non_blocking=True).view(-1, 1, 1, 1)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -165,6 +175,7 @@ def add_gaussian_noise(
     sigma: ParamLike = None,
     sigma_max: float = DENOISE_SIGMA_MAX,
     generator: Optional[torch.Generator] = None,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """``y = x + sigma * n`` with ``n ~ N(0, I)``; **no clipping** (y may leave [0, 1]).
 
@@ -174,8 +185,9 @@ def add_gaussian_noise(
             ``None`` draws one sigma per image uniformly in ``[0, sigma_max]``.
         sigma_max: upper bound of the random sigma (default 50/255).
         generator: torch.Generator for the sigmas and the noise.
+        check_finite: reject NaN/Inf in ``x`` (default; see the module docstring).
     """
-    _check_image(x)
+    _check_image(x, check_finite=check_finite)
     sig = _noise_sigmas(sigma, "sigma", sigma_max, "sigma_max", x.shape[0], generator)
     return x + _noise_like(x, sig, generator)
 
@@ -204,16 +216,18 @@ def _bicubic(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     return F.interpolate(xf, size=size, mode="bicubic", align_corners=False, antialias=True).to(x.dtype)
 
 
-def bicubic_downsample(x: torch.Tensor, scale: int = SR_SCALE, clamp: bool = True) -> torch.Tensor:
+def bicubic_downsample(
+    x: torch.Tensor, scale: int = SR_SCALE, clamp: bool = True, check_finite: bool = True
+) -> torch.Tensor:
     """Antialiased bicubic downscale by an integer ``scale``, matching ``PIL.Image.resize(..., BICUBIC)``.
 
     Uses ``F.interpolate(mode="bicubic", antialias=True)`` (PIL's filter: a = -0.5, support scaled by
     ``scale``).  In float it agrees with PIL's float ('F') mode to ~1e-6; against PIL on uint8 RGB images the
     difference is a few uint8 levels at most (PIL rounds to uint8 between its horizontal and vertical passes).
     ``clamp`` clips to [0, 1] like PIL's 8-bit output.  H and W must be divisible by ``scale``
-    (ValueError otherwise; see :func:`crop_to_multiple`).
+    (ValueError otherwise; see :func:`crop_to_multiple`). ``check_finite``: as for the task functions.
     """
-    _check_image(x)
+    _check_image(x, check_finite=check_finite)
     if int(scale) != scale or scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale!r}")
     scale = int(scale)
@@ -232,13 +246,15 @@ def bicubic_upsample(
     scale: Optional[int] = SR_SCALE,
     size: Optional[Tuple[int, int]] = None,
     clamp: bool = True,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """Bicubic upscale to ``size`` (H, W) or by ``scale``, matching ``PIL.Image.resize(..., BICUBIC)``.
 
     Uses torch's antialiased bicubic path, which for upscaling is PIL's cubic (a = -0.5); the plain
     ``mode="bicubic"`` path uses a = -0.75 and does *not* match PIL.  ``size`` wins over ``scale``.
+    ``check_finite``: as for the task functions.
     """
-    _check_image(x)
+    _check_image(x, check_finite=check_finite)
     h, w = x.shape[-2:]
     if size is None:
         if scale is None or int(scale) != scale or scale < 1:
@@ -257,13 +273,16 @@ def pipeline_input(clean: torch.Tensor, degraded: torch.Tensor, upscale_factor: 
     return bicubic_downsample(clean, upscale_factor) if upscale_factor > 1 else degraded
 
 
-def degrade_sr4(x: torch.Tensor, generator: Optional[torch.Generator] = None, scale: int = SR_SCALE) -> torch.Tensor:
+def degrade_sr4(
+    x: torch.Tensor, generator: Optional[torch.Generator] = None, scale: int = SR_SCALE, check_finite: bool = True
+) -> torch.Tensor:
     """sr4 task: ``y = bicubic_upsample(bicubic_downsample(x, 4), size=x's size)`` (deterministic).
 
     ``generator`` is accepted for the common signature and unused.  H and W must be divisible by 4.
+    ``check_finite``: as for the other task functions.
     """
-    lr = bicubic_downsample(x, scale)
-    return bicubic_upsample(lr, size=tuple(x.shape[-2:]))
+    lr = bicubic_downsample(x, scale, check_finite=check_finite)
+    return bicubic_upsample(lr, size=tuple(x.shape[-2:]), check_finite=False)  # lr is finite if x is
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -291,6 +310,7 @@ def jpeg_compress(
     quality: ParamLike = None,
     quality_range: Tuple[int, int] = JPEG_QUALITY_RANGE,
     generator: Optional[torch.Generator] = None,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """JPEG encode/decode each image with PIL at ``quality`` (PIL defaults otherwise: 4:2:0 chroma subsampling,
     standard tables, no optimisation).
@@ -301,10 +321,11 @@ def jpeg_compress(
         quality: an int in [1, 95] or one per image; ``None`` draws an integer per image uniformly in
             ``quality_range`` (inclusive, default 10..50).
         generator: torch.Generator for the qualities.
+        check_finite: reject NaN/Inf in ``x`` (default; see the module docstring).
 
     Returns the decoded images (multiples of 1/255) on ``x.device`` with ``x.dtype``.
     """
-    _check_image(x, channels=(1, 3))
+    _check_image(x, channels=(1, 3), check_finite=check_finite)
     n = x.shape[0]
     if quality is None:
         lo, hi = _check_range(quality_range, "quality_range", low=1)
@@ -575,6 +596,7 @@ def motion_blur(
     generator: Optional[torch.Generator] = None,
     length_range: Tuple[float, float] = MOTION_LENGTH_RANGE,
     kernel_size: Optional[int] = None,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """motion_deblur task: ``y = x * k + n`` (reflect-padded convolution, no clipping).
 
@@ -584,8 +606,9 @@ def motion_blur(
         noise_sigma: noise std (float or one per image); ``None`` draws one per image in ``[0, noise_max]``;
             0 for a noiseless blur.
         generator: torch.Generator for kernels, sigmas and noise (in that order).
+        check_finite: reject NaN/Inf in ``x`` (default; see the module docstring).
     """
-    _check_image(x)
+    _check_image(x, check_finite=check_finite)
     if kernels is None:
         kernels = motion_kernels(x.shape[0], size=kernel_size, length_range=length_range, generator=generator)
     return _blur_noise(_blur(x, kernels), noise_sigma, noise_max, generator)
@@ -643,6 +666,8 @@ def defocus_blur(
     noise_max: float = BLUR_NOISE_MAX,
     generator: Optional[torch.Generator] = None,
     kernel_size: Optional[int] = None,
+    kernels: Optional[torch.Tensor] = None,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """defocus_deblur task: ``y = x * disk(r) + n`` (reflect-padded convolution, no clipping).
 
@@ -655,8 +680,14 @@ def defocus_blur(
         generator: torch.Generator for radii, sigmas and noise (in that order).
         kernel_size: odd kernel size shared by the batch; default ``2 * ceil(max(radius_range)) + 1`` (13) when
             radii are drawn, else ``2 * ceil(max r) + 1``.
+        kernels: (k, k) or (N, k, k) disk kernels from :func:`disk_kernels` (e.g. a bank drawn once: rasterising
+            costs milliseconds per batch on the CPU); when given, no radius is drawn and ``radius``,
+            ``radius_range`` and ``kernel_size`` are unused.
+        check_finite: reject NaN/Inf in ``x`` (default; see the module docstring).
     """
-    _check_image(x)
+    _check_image(x, check_finite=check_finite)
+    if kernels is not None:
+        return _blur_noise(_blur(x, kernels), noise_sigma, noise_max, generator)
     n = x.shape[0]
     if radius is None:
         lo, hi = _check_range(radius_range, "radius_range", low=0.0)

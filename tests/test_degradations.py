@@ -107,6 +107,10 @@ def test_bad_inputs_raise_clear_errors(task):
     bad[0, 0, 3, 3] = float("inf")
     with pytest.raises(ValueError, match="Inf"):
         degrade(task, bad)
+    # check_finite=False skips only the NaN/Inf check (it reads a value back from a GPU): the rest is still checked
+    assert degrade(task, bad, check_finite=False).shape == bad.shape
+    with pytest.raises(ValueError, match="4-D"):
+        degrade(task, bad[0], check_finite=False)
 
 
 def test_parameter_errors():

@@ -1,44 +1,80 @@
 """Batched degradations on the training device, built on `indi_pipeline.degradations` (never re-derived here).
 
-Camera-shake kernels come from a bank drawn once at start-up: generating a random-walk trajectory per image costs
-CPU time per batch that would starve a GPU, while sampling from a few thousand pre-drawn kernels costs nothing.
+A training step must not make the CPU wait for the GPU: every read of a device value (a parameter drawn on the GPU
+and brought back, the library's NaN check) drains the GPU's queue, and the GPU then idles while the CPU prepares the
+next kernels. So per batch this module only launches device work:
+- blur kernels come from banks drawn once at start-up (camera shake and disks). Rasterising per batch costs CPU
+  time that would starve a GPU: a random-walk trajectory per image, or about 35 ms for 64 supersampled disks;
+- per-image parameters (noise levels) are drawn on the CPU and reach the device with a non-blocking copy, and the
+  noise itself on the device;
+- the NaN check is off: the batches are crops of decoded 8-bit photos, finite by construction.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from indi_pipeline.degradations import DENOISE_SIGMA_MAX, degrade, motion_blur, motion_kernels
+from indi_pipeline.degradations import (
+    BLUR_NOISE_MAX,
+    DEFOCUS_RADIUS_RANGE,
+    DENOISE_SIGMA_MAX,
+    defocus_blur,
+    degrade,
+    disk_kernels,
+    motion_blur,
+    motion_kernels,
+)
 
-MOTION_BANK_SIZE = 4096
+KERNEL_BANK_SIZE = 4096
+_DISK_CHUNK = 256  # disks rasterised per call when drawing the bank (bounds the supersampling tensor to ~90 MB)
+
+
+def disk_kernel_bank(size: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """``size`` defocus kernels with radii uniform in DEFOCUS_RADIUS_RANGE, as ``defocus_blur`` draws them."""
+    low, high = DEFOCUS_RADIUS_RANGE
+    radii = low + (high - low) * torch.rand(size, generator=generator, dtype=torch.float64)
+    kernel_size = 2 * math.ceil(high) + 1  # defocus_blur's default for drawn radii: 13 for radii up to 6
+    return torch.cat([disk_kernels(chunk, size=kernel_size) for chunk in radii.split(_DISK_CHUNK)]).to(device)
 
 
 class DeviceDegrader:
-    """``degrader(clean) -> degraded`` for a task, with its own seeded generator on ``device``."""
+    """``degrader(clean) -> degraded`` for a task, with its own seeded generators (device: noise; CPU: parameters)."""
 
-    def __init__(self, task: str, device: torch.device, seed: int, motion_bank_size: int = MOTION_BANK_SIZE):
+    def __init__(self, task: str, device: torch.device, seed: int, kernel_bank_size: int = KERNEL_BANK_SIZE):
         self.task = task
         self.device = torch.device(device)
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        self.kernel_bank = None
+        self.generator = torch.Generator(device=self.device)
+        self.parameter_generator = torch.Generator()
+        self.reseed(seed)
+        self.blur, self.kernel_bank = None, None
+        bank_generator = torch.Generator().manual_seed(seed)
         if task == "motion_deblur":
-            bank_generator = torch.Generator().manual_seed(seed)
-            self.kernel_bank = motion_kernels(motion_bank_size, generator=bank_generator, device=self.device)
+            self.blur = motion_blur
+            self.kernel_bank = motion_kernels(kernel_bank_size, generator=bank_generator, device=self.device)
+        elif task == "defocus_deblur":
+            self.blur = defocus_blur
+            self.kernel_bank = disk_kernel_bank(kernel_bank_size, bank_generator, self.device)
 
     def reseed(self, seed: int) -> None:
         self.generator.manual_seed(seed)
+        self.parameter_generator.manual_seed(seed)
 
-    def __call__(self, clean: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        generator = generator if generator is not None else self.generator
-        if self.kernel_bank is not None:
-            index = torch.randint(len(self.kernel_bank), (clean.shape[0],), generator=generator, device=generator.device)
-            return motion_blur(clean, kernels=self.kernel_bank[index.to(self.device)], generator=generator)
-        return self.fixed(clean, generator)
+    def __call__(self, clean: torch.Tensor) -> torch.Tensor:
+        if self.kernel_bank is None:
+            return self.fixed(clean, self.generator, check_finite=False)
+        n = clean.shape[0]
+        index = torch.randint(len(self.kernel_bank), (n,), generator=self.generator, device=self.device)
+        # uniform in [0, BLUR_NOISE_MAX], the library's default draw, but on the CPU (no device read-back)
+        noise_sigma = BLUR_NOISE_MAX * torch.rand(n, generator=self.parameter_generator, dtype=torch.float64)
+        return self.blur(clean, kernels=self.kernel_bank[index], noise_sigma=noise_sigma, generator=self.generator,
+                         check_finite=False)
 
-    def fixed(self, clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def fixed(self, clean: torch.Tensor, generator: torch.Generator, check_finite: bool = True) -> torch.Tensor:
         """The task's degradation drawn from ``generator`` (fresh kernels; used for validation)."""
         if self.task == "denoise":
             # InDI denoising trains y = x + sigma_max * n: x_t then holds noise t * sigma_max, so one model covers
             # every sigma <= sigma_max by starting at t = sigma / sigma_max (the pipeline's strength).
-            return degrade("denoise", clean, generator=generator, sigma=DENOISE_SIGMA_MAX)
-        return degrade(self.task, clean, generator=generator)
+            return degrade("denoise", clean, generator=generator, sigma=DENOISE_SIGMA_MAX, check_finite=check_finite)
+        return degrade(self.task, clean, generator=generator, check_finite=check_finite)

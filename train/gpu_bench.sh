@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU figures of README's Performance section, in one short run (about 3 minutes on an H100/H200): training
+# The GPU figures of README's Performance section, in one short run (about 3 minutes on an H100/H200): the batch
+# path per task (train/batch_bench.py: images/s, and a check that it never waits for the GPU), training
 # images/s with the real data loader vs synthetic batches, then inference at 1024^2 x 10 steps (eager, bf16,
 # compiled, CUDA graphs), then the crop-sampler benchmark. Each part writes its JSON as soon as it has a figure, so a
 # run cut short by a time limit keeps what it measured; the parts run in the order the README needs them most.
@@ -10,6 +11,8 @@ out=${1:?output folder}; model=${2:-model_cards/indi-denoise}; mkdir -p "$out"
 common=(--task denoise --resolution 128 --train_batch_size 32 --max_train_steps "${BENCH_TRAIN_STEPS:-200}"
         --logging_steps 40 --mixed_precision bf16 --channels_last --report_to none --validation_steps 0
         --checkpointing_steps 100000 --dataloader_num_workers 6 --lr_warmup_steps 10)
+# First (seconds): the batch path of each task alone, and whether any of it makes the CPU wait for the GPU.
+python train/batch_bench.py --train_data_dir data/photos/train --device cuda --batches 30 --json "$out/batch_bench.json"
 # Real and synthetic runs alternate (BENCH_TRAIN_REPEATS pairs, default 2), so that a drift of the GPU's clocks or
 # of the machine hits both sides; the ratio is of the medians over the runs.
 for round in $(seq 1 "${BENCH_TRAIN_REPEATS:-2}"); do

@@ -414,6 +414,19 @@ def batch_stream(args, images: list, device: torch.device, seed: int, rank: int)
     return iter(loader), sampler, why
 
 
+def training_input(batch: dict, degrader, scheduler, generator, device) -> tuple[torch.Tensor, ...]:
+    """(clean, x_t, t) of one training batch: uint8 crops to [0, 1], degraded (unless the batch holds real pairs),
+    a time t ~ p(t) per sample and x_t on InDI's path. Launches device work only (no read back from the device)."""
+    clean = batch["clean"].to(device, non_blocking=True).float() / 255.0
+    if "degraded" in batch:
+        degraded = batch["degraded"].to(device, non_blocking=True).float() / 255.0
+    else:
+        degraded = degrader(clean)
+    t = scheduler.sample_t(clean.shape[0], generator=generator, device=device)
+    noise = torch.randn(clean.shape, generator=generator, device=device) if scheduler.config.eps > 0 else None
+    return clean, scheduler.forward_sample(clean, degraded, t, noise), t
+
+
 def validation_batch(args, device) -> torch.Tensor | None:
     """Up to 4 fixed 256 px centre crops of the validation photos (or None)."""
     if not args.validation_data_dir:
@@ -546,17 +559,7 @@ def main(argv=None):
     model.train()
 
     while global_step < args.max_train_steps:
-        batch = next(data_iter)
-        clean = batch["clean"].to(accelerator.device, non_blocking=True).float() / 255.0
-        if "degraded" in batch:
-            degraded = batch["degraded"].to(accelerator.device, non_blocking=True).float() / 255.0
-        else:
-            degraded = degrader(clean)
-        t = scheduler.sample_t(clean.shape[0], generator=generator, device=accelerator.device)
-        noise = (
-            torch.randn(clean.shape, generator=generator, device=accelerator.device) if args.eps > 0 else None
-        )
-        x_t = scheduler.forward_sample(clean, degraded, t, noise)
+        clean, x_t, t = training_input(next(data_iter), degrader, scheduler, generator, accelerator.device)
         if args.channels_last:
             x_t = x_t.contiguous(memory_format=torch.channels_last)
 
