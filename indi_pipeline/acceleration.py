@@ -29,6 +29,13 @@ def compile_cache_dir() -> Path:
     return Path(os.environ.get(COMPILE_CACHE_ENV) or default_compile_cache())
 
 
+def use_compile_cache() -> Path:
+    """Points inductor at our kernel cache (compile_cache_dir) for this process; returns it."""
+    cache = compile_cache_dir()
+    os.environ[COMPILE_CACHE_ENV] = str(cache)
+    return cache
+
+
 def compile_network(network: torch.nn.Module, mode: str | None = None) -> torch.nn.Module:
     """Compiles ``network`` in place for inference (``torch.compile``, static shapes) and returns it.
 
@@ -38,7 +45,7 @@ def compile_network(network: torch.nn.Module, mode: str | None = None) -> torch.
     torch._dynamo's cache limit, then eager), so tiles and same-size batches get the benefit. ``mode``: torch.compile's
     (e.g. ``"reduce-overhead"`` for CUDA graphs on a GPU); None is its default.
     """
-    os.environ[COMPILE_CACHE_ENV] = str(compile_cache_dir())
+    use_compile_cache()
     device = next(network.parameters()).device
     options = {"freezing": True} if device.type == "cpu" else {}
     network.eval()

@@ -447,6 +447,33 @@ def test_size_flags_with_init_from_are_refused(tmp_path, clean_dir, train_indi, 
     assert args.width is None and args.unshuffle is None
 
 
+def test_compile_trains_through_the_compiled_forward_and_saves_the_plain_network(tmp_path, clean_dir, train_indi,
+                                                                                monkeypatch):
+    """--compile: the training forward and backward run through torch.compile, and the saved repo is a plain InDINet.
+    The test compiles with the aot_eager backend (dynamo and AOT autograd, as inductor gets them, without generating
+    C++ kernels: a minute less); inductor itself trained on the CPU by hand (README, Train and fine-tune)."""
+    compiled_calls = []
+    real_compile = torch.compile
+
+    def recording_backend(graph_module, example_inputs):
+        compiled_calls.append(len(example_inputs))
+        return torch._dynamo.lookup_backend("aot_eager")(graph_module, example_inputs)
+
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: real_compile(model, backend=recording_backend,
+                                                                              dynamic=kwargs.get("dynamic")))
+    torch._dynamo.reset()
+    out = tmp_path / "compiled"
+    train_indi.main(["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir", str(out),
+                     "--max_train_steps", "3", "--report_to", "none", "--compile", *FAST, *TINY])
+    torch._dynamo.reset()
+    assert compiled_calls, "the training forward did not go through torch.compile"
+    assert info(out)["args"]["compile"] is True
+    assert_fp16_repo(out)
+    from indi_pipeline import InDIPipeline
+
+    assert type(InDIPipeline.from_pretrained(out).unet).__name__ == "InDINet"
+
+
 def test_width_below_the_folded_channels_is_refused(tmp_path, clean_dir, train_indi, capsys):
     """--unshuffle 4 folds 48 values per 4x4 block into the channels: a narrower first level cannot see or correct a
     part of every image (a 32-channel one kept the path noise in a CPU trial), so training it is refused up front."""

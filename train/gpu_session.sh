@@ -21,6 +21,8 @@
 # its floor; carry data/photos/train (not val: 7.8 MiB over the limit otherwise), .whl and the candidate:
 #   ZOO_TASKS=motion_deblur ZOO_INIT_ROOT=outputs/zoo_candidates train/gpu_session.sh "$OUT" 7 \
 #     --eps 0.01 --t_sampling mixture --t_one_probability 0.25 --learning_rate 5e-4 --lr_warmup_steps 200
+# --compile (torch.compile of the training step) is one more flag; gpu_bench.sh's compiled run shows whether it pays
+# on the GPU (on the CPU it gave +8-10 %).
 # CPU check with tiny settings: SKIP_BENCH=1 train/gpu_session.sh /tmp/session 0.1 --resolution 64 \
 #   --train_batch_size 2 --max_train_steps 2 --mixed_precision no
 set -uo pipefail
