@@ -30,21 +30,18 @@ from device_degradation import KERNEL_BANK_SIZE, DeviceDegrader  # noqa: E402
 TASKS = ("denoise", "sr4", "motion_deblur", "defocus_deblur")  # jpeg is compressed by PIL in the DataLoader workers
 
 
-def batch_path(task: str, train_dir: str, device: torch.device, batch_size: int, resolution: int,
+def batch_path(train_args, images: list, device: torch.device, batch_size: int,
                kernel_bank_size: int = KERNEL_BANK_SIZE):
-    """A no-argument function making one training batch exactly as train_indi does for ``task``."""
-    train_args = train_indi.parse_args(["--task", task, "--train_data_dir", train_dir, "--output_dir",
-                                        tempfile.gettempdir(), "--resolution", str(resolution)])
-    images = train_indi.load_training_images(train_args, upscale_factor=get_task(task).upscale_factor)
-    crops = DeviceCropSampler(images, resolution, device, seed=0)
-    degrader = DeviceDegrader(task, device, seed=0, kernel_bank_size=kernel_bank_size)
+    """A no-argument function making one training batch exactly as train_indi does with ``train_args``."""
+    crops = DeviceCropSampler(images, train_args.resolution, device, seed=0)
+    degrader = DeviceDegrader(train_args.task, device, seed=0, kernel_bank_size=kernel_bank_size)
     scheduler = train_indi.build_scheduler(train_args)
     generator = torch.Generator(device=device).manual_seed(0)
     return lambda: train_indi.training_input(crops.sample(batch_size), degrader, scheduler, generator, device)
 
 
 def sync_check(make_batch, device: torch.device, batches: int) -> str:
-    """"none" when ``batches`` batches ran under CUDA's sync debug mode "error", else what waited."""
+    """Returns "none" when ``batches`` batches ran under CUDA's sync debug mode "error", else what waited."""
     if device.type != "cuda":
         return "not checked (no CUDA device)"
     torch.cuda.set_sync_debug_mode("error")
@@ -70,10 +67,13 @@ def main(argv=None):
     parser.add_argument("--json", default=None, help="Also write the result here.")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    rows = {}
+    rows, images = {}, None
     for task in args.tasks:
-        make_batch = batch_path(task, args.train_data_dir, device, args.batch_size, args.resolution,
-                                args.kernel_bank_size)
+        train_args = train_indi.parse_args(["--task", task, "--train_data_dir", args.train_data_dir, "--output_dir",
+                                            tempfile.gettempdir(), "--resolution", str(args.resolution)])
+        if images is None:  # clean photos: one decoded set serves every task (upscale_factor matters for pairs only)
+            images = train_indi.load_training_images(train_args, upscale_factor=get_task(task).upscale_factor)
+        make_batch = batch_path(train_args, images, device, args.batch_size, args.kernel_bank_size)
         make_batch()  # warm-up: allocations, kernel choice
         synchronize(device)
         waits = sync_check(make_batch, device, batches=3)
