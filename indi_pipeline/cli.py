@@ -429,7 +429,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     degrade.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
     degrade.add_argument("--task", required=True, choices=task_ids, help="degradation of this task")
-    degrade.add_argument("--seed", type=int, default=0, help="random seed of the degradation (default: 0)")
+    degrade.add_argument(
+        "--seed", type=int, default=0,
+        help="random seed of the degradation (default: 0); independent of the path noise of `indi restore --seed`",
+    )
     degrade.add_argument("--output-dir", default="outputs", help="folder for the degraded PNGs (default: outputs)")
     degrade.add_argument(
         "--sigma", type=float, default=None, help="denoise only: noise level on the 0-255 scale (default: random in [0, 50])"

@@ -20,12 +20,14 @@ from indi_pipeline.degradations import (
     defocus_blur,
     degrade,
     degrade_pil,
+    degradation_generator,
     degrade_sr4,
     disk_kernels,
     jpeg_compress,
     motion_blur,
     motion_kernels,
     pil_to_tensor,
+    tensor_to_pil,
 )
 
 TASKS = ("denoise", "sr4", "jpeg", "motion_deblur", "defocus_deblur")
@@ -382,3 +384,29 @@ def test_degrade_pil():
     # keyword arguments reach the task function
     out = degrade_pil("jpeg", im.convert("RGBA"), quality=30)
     assert np.array_equal(pil_array(out), pil_jpeg(im, 30))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2**32 - 1])
+def test_degradation_noise_is_independent_of_a_walk_with_the_same_seed(seed):
+    """`indi degrade --seed s` then `indi restore --seed s` (and the evaluation, and the demo's "degrade first"):
+    the walk's start noise must not be the degradation's own noise.  Seeded alike, both are the first randn of
+    the image's shape: correlation 1, and the denoiser saw sigma + eps of one noise (lost 0.1-0.4 dB)."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    clean = torch.full((1, 3, 64, 64), 0.5)
+    for task, kwargs in (("denoise", {"sigma": 50 / 255}), ("denoise", {}), ("motion_deblur", {"noise_sigma": 0.01})):
+        residual = degrade(task, clean, generator=degradation_generator(seed), **kwargs) - clean
+        walk_noise = randn_tensor(clean.shape, generator=torch.Generator().manual_seed(seed))
+        corr = torch.corrcoef(torch.stack([residual.flatten(), walk_noise.flatten()]))[0, 1]
+        assert abs(corr) < 0.05, (task, kwargs, float(corr))
+    # degrade_pil draws from that stream
+    im = to_pil(smooth_image(n=1, h=32, w=32)[0])
+    expected = degrade(TASKS[0], pil_to_tensor(im), generator=degradation_generator(seed), sigma=0.1)
+    degraded = degrade_pil("denoise", im, seed=seed, sigma=0.1)
+    assert np.array_equal(np.asarray(degraded), np.asarray(tensor_to_pil(expected)))
+
+
+@pytest.mark.parametrize("seed", [1.5, "0", True, None])
+def test_degradation_generator_rejects_non_integer_seeds(seed):
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        degradation_generator(seed)
