@@ -89,6 +89,49 @@ def test_model_card_is_generated_from_the_evaluation(tmp_path):
     assert f"Below the project's quality floor (q10 by {miss:.2f} dB)" in card.text
 
 
+def test_grid_scores_crops_around_the_centre_each_with_its_own_seed(tmp_path):
+    photos = _photos(tmp_path / "photos", size=96)
+    crops = eval_indi.load_clean_images(str(photos), 32, 4, 0, grid=2)
+    assert [name for name, _ in crops[:4]] == ["photo0_r0c0", "photo0_r0c1", "photo0_r1c0", "photo0_r1c1"]
+    array = np.asarray(PIL.Image.open(photos / "photo0.png").convert("RGB"), dtype=np.float32) / 255.0
+    centre = np.transpose(array[16:80, 16:80], (2, 0, 1))  # the 2x2 block of 32 px crops around the centre
+    assert np.allclose(crops[0][1][0].numpy(), centre[:, :32, :32])
+    assert np.allclose(crops[3][1][0].numpy(), centre[:, 32:, 32:])
+    # grid 1 is the single centre crop; crops that do not fit side by side spread over the photo
+    assert eval_indi.crop_starts(96, 32, 1) == [32] and eval_indi.crop_starts(40, 32, 2) == [0, 8]
+    with pytest.raises(SystemExit, match="--grid"):
+        eval_indi.load_clean_images(str(photos), 0, 4, 0, grid=2)
+
+    repo = _repo(tmp_path / "repo", "denoise", identity=False, eps=0.05)
+    result = _evaluate(repo, photos, "denoise", "--grid", "2", "--crop", "32")
+    assert result["grid"] == 2 and len(result["images"]) == 8
+    assert make_model_card.evaluation_crops(result) == "2 held-out photos, 2×2 crops of 32 px each (8 crops)"
+    assert make_model_card.evaluation_crops({"grid": 1, "images": ["a"] * 8, "crop": 256}) == \
+        "8 held-out photos (256 px centre crops)"
+
+
+def test_evaluation_never_restores_with_the_degradation_s_own_noise(tmp_path, monkeypatch):
+    """Each crop is degraded from `degradation_generator(seed)` and walked with `manual_seed(seed)`: seeded alike,
+    the walk's start noise was the denoising noise itself (correlation 1; the denoiser lost 0.1-0.4 dB)."""
+    import torch
+
+    starts = []
+    real_restore = eval_indi.restore
+
+    def recording_restore(pipe, pipe_input, steps, strength, seed, eps=None):
+        starts.append((pipe_input.clone(), torch.Generator().manual_seed(seed)))
+        return real_restore(pipe, pipe_input, steps, strength, seed, eps)
+
+    monkeypatch.setattr(eval_indi, "restore", recording_restore)
+    photos = _photos(tmp_path / "photos")
+    _evaluate(_repo(tmp_path / "repo", "denoise", identity=True, eps=0.05), photos, "denoise")
+    clean = eval_indi.load_clean_images(str(photos), 64, 4, 0)
+    for (pipe_input, walk_generator), (_, photo) in zip(starts[::2], clean):  # steps 1 and 2 per photo
+        walk_noise = torch.randn(photo.shape, generator=walk_generator)
+        corr = np.corrcoef((pipe_input - photo).flatten().numpy(), walk_noise.flatten().numpy())[0, 1]
+        assert abs(corr) < 0.05
+
+
 def test_spacing_text_follows_the_scheduler_config():
     assert make_model_card.spacing_text({"timestep_spacing": "uniform"}) == "Inference steps are equally spaced in t."
     power = make_model_card.spacing_text({"timestep_spacing": "power", "spacing_power": 2.0})
@@ -99,6 +142,10 @@ def test_trade_off_sentence_says_whether_the_rule_is_met():
     base = {"recommended_steps": 8, "psnr_drop_vs_one_step": 0.6}
     assert make_model_card.trade_off_sentence({**base, "lpips_reduction_vs_one_step": 0.12}).endswith("is met.")
     assert make_model_card.trade_off_sentence({**base, "lpips_reduction_vs_one_step": 0.043}).endswith("is not met.")
+    better = make_model_card.trade_off_sentence(
+        {**base, "psnr_drop_vs_one_step": -0.37, "lpips_reduction_vs_one_step": 0.012}
+    )
+    assert "LPIPS 1.2 % lower than 1 step, PSNR 0.37 dB higher." in better and better.endswith("is not met.")
     one = make_model_card.trade_off_sentence({"recommended_steps": 1, "psnr_drop_vs_one_step": 0.0,
                                               "lpips_reduction_vs_one_step": 0.0})
     assert one.startswith("No step count above 1") and one.endswith("is not met.")
@@ -268,6 +315,16 @@ def test_verify_zoo_reruns_the_recorded_evaluation_and_checks_the_card(tmp_path,
     assert result["setting"] == "q10" and result["problems"] == [] and result["card_current"] is True
     assert result["largest_difference"]["psnr"] < 0.01
     assert "| indi-jpeg | q10 |" in capsys.readouterr().out
+    # --jobs 2: the two recorded evaluations re-run side by side, with the same verdicts, in the repo's order
+    argv_q30 = [*argv, "--quality", "30"]
+    eval_indi.main(argv_q30)
+    q30 = json.loads((repo / "eval_q30.json").read_text())
+    q30["command"] = "python train/eval_indi.py " + shlex.join(argv_q30)
+    (repo / "eval_q30.json").write_text(json.dumps(q30))
+    make_model_card.main([str(repo)])
+    assert verify_zoo.main([str(repo), "--jobs", "2", "--json", str(tmp_path / "verify.json")]) == 0
+    assert [(r["setting"], r["problems"]) for r in json.loads((tmp_path / "verify.json").read_text())] == \
+        [("q10", []), ("q30", [])]
 
     recorded["table"][1]["psnr"] += 0.5
     path.write_text(json.dumps(recorded))  # the card, made from the old numbers, is now stale too

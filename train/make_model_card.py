@@ -84,10 +84,18 @@ def primary_evaluation(evaluations: list[dict]) -> dict:
     return next((e for e in evaluations if e["setting"] in preferred), evaluations[0])
 
 
+def evaluation_crops(evaluation: dict) -> str:
+    """'8 held-out photos (256 px centre crops)', or with a grid '8 held-out photos, 2×2 crops of 256 px each (32)'."""
+    grid, crops = evaluation.get("grid", 1), len(evaluation["images"])
+    if grid == 1:
+        return f"{crops} held-out photos ({evaluation['crop']} px centre crops)"
+    return f"{crops // grid**2} held-out photos, {grid}×{grid} crops of {evaluation['crop']} px each ({crops} crops)"
+
+
 def eval_results(evaluations: list[dict], task_id: str) -> list[EvalResult]:
     results = []
     for evaluation in evaluations:
-        dataset = f"Debian wallpaper photos, {len(evaluation['images'])} held-out, {evaluation['crop']} px crops"
+        dataset = f"Debian wallpaper photos, {evaluation_crops(evaluation)}"
         for label, row in (("1 step", evaluation["one_step"]), (f"{evaluation['recommended_steps']} steps",
                                                                evaluation["recommended"])):
             for metric, value in (("psnr", row["psnr"]), ("ssim", row["ssim"]), ("lpips", row["lpips"])):
@@ -126,9 +134,10 @@ def trade_off_sentence(evaluation: dict) -> str:
     if evaluation["recommended_steps"] == 1:
         return ("No step count above 1 lowered LPIPS while keeping PSNR within 1 dB of one step: for this model, "
                 "1 step is recommended and more steps do not add realistic detail (see Limitations). " + rule + "not met.")
-    reduction = evaluation["lpips_reduction_vs_one_step"]
+    reduction, drop = evaluation["lpips_reduction_vs_one_step"], evaluation["psnr_drop_vs_one_step"]
+    psnr_change = f"{abs(drop):.2f} dB {'lower' if drop >= 0 else 'higher'}"
     return (f"Recommended {evaluation['recommended_steps']} steps: LPIPS {100 * reduction:.1f} % lower than 1 step, PSNR "
-            f"{evaluation['psnr_drop_vs_one_step']:.2f} dB lower. " + rule
+            f"{psnr_change}. " + rule
             + ("met." if reduction >= TRADE_OFF_LPIPS_REDUCTION else "not met."))
 
 
@@ -335,11 +344,13 @@ def build_card(folder: Path, hub_org: str | None) -> ModelCard:
     sections += ["## Evaluation", ""]
     for evaluation in sorted(evaluations, key=lambda e: e is not main):
         variation = evaluation["variation"]
+        crop_seed = "i" if evaluation["seed"] == 0 else f"{evaluation['seed']} + i"
         sections += [
             f"### {evaluation['setting']}",
             "",
-            f"{len(evaluation['images'])} held-out photos ({evaluation['crop']} px centre crops), degraded with seed "
-            f"{evaluation['seed']}; mean over photos. Sharpness = Laplacian energy of the output over that of the clean "
+            f"{evaluation_crops(evaluation)}: crop i degraded with seed {crop_seed} (as `indi degrade --seed`) and "
+            "restored with that seed (as `indi restore --seed`); mean over crops. "
+            "Sharpness = Laplacian energy of the output over that of the clean "
             "image. Machine: " + evaluation["machine"] + ".",
             "",
             table_markdown(evaluation),

@@ -32,6 +32,7 @@ from indi_pipeline.degradations import (  # noqa: E402
     _noise_like,
     _noise_sigmas,
     _uniform,
+    degradation_generator,
     degrade,
     disk_kernels,
     motion_kernels,
@@ -45,7 +46,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Oracle (true-kernel) deconvolution on the evaluation photos.")
     parser.add_argument("--task", required=True, choices=["motion_deblur", "defocus_deblur"], help="Blur task.")
     parser.add_argument("--data_dir", required=True, help="Folder of clean images (as for eval_indi.py).")
-    parser.add_argument("--crop", type=int, default=256, help="Centre crop size per photo (as for eval_indi.py).")
+    parser.add_argument("--crop", type=int, default=256, help="Crop size (as for eval_indi.py).")
+    parser.add_argument("--grid", type=int, default=1, help="grid x grid crops per photo (as for eval_indi.py).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the degradations (as for eval_indi.py).")
     parser.add_argument("--json", default=None, help="Also write the per-photo results here.")
     return parser.parse_args(argv)
@@ -54,7 +56,7 @@ def parse_args(argv=None):
 def blur_with_known_kernel(task: str, clean: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(blurred, kernel): the task's degradation with the generator draws in the library's order (kernel, sigma,
     noise), so the blurred image is the one `degrade` makes; checked below."""
-    generator = torch.Generator().manual_seed(seed)
+    generator = degradation_generator(seed)
     if task == "defocus_deblur":
         radius = _uniform(1, DEFOCUS_RADIUS_RANGE, generator)
         kernel = disk_kernels(radius, size=2 * int(np.ceil(DEFOCUS_RADIUS_RANGE[1])) + 1)
@@ -63,7 +65,7 @@ def blur_with_known_kernel(task: str, clean: torch.Tensor, seed: int) -> tuple[t
     sigma = _noise_sigmas(None, "noise_sigma", BLUR_NOISE_MAX, "noise_max", 1, generator)
     blurred = _blur(clean, kernel)
     blurred = blurred + _noise_like(blurred, sigma, generator)
-    if not torch.equal(blurred, degrade(task, clean, generator=torch.Generator().manual_seed(seed))):
+    if not torch.equal(blurred, degrade(task, clean, generator=degradation_generator(seed))):
         raise RuntimeError("the degradation's random draws changed order; update blur_with_known_kernel")
     return blurred, kernel[0]
 
@@ -87,7 +89,7 @@ def regularised_inverse(blurred: torch.Tensor, kernel: torch.Tensor, lam: float,
 def main(argv=None) -> dict:
     args = parse_args(argv)
     rows = []
-    for index, (name, clean) in enumerate(load_clean_images(args.data_dir, args.crop, 4, 0)):
+    for index, (name, clean) in enumerate(load_clean_images(args.data_dir, args.crop, 4, 0, args.grid)):
         blurred, kernel = blur_with_known_kernel(args.task, clean, args.seed + index)
         best_psnr, best_lambda = max(
             (psnr(regularised_inverse(blurred, kernel, lam).clamp(0, 1), clean).item(), lam) for lam in LAMBDAS
@@ -96,7 +98,8 @@ def main(argv=None) -> dict:
                      "lambda": best_lambda})
         print(f"{name}: input {rows[-1]['input_psnr']:.2f} dB, oracle deconvolution {best_psnr:.2f} dB", flush=True)
     result = {
-        "task": args.task, "crop": args.crop, "seed": args.seed, "data_dir": str(args.data_dir), "images": rows,
+        "task": args.task, "crop": args.crop, "grid": args.grid, "seed": args.seed, "data_dir": str(args.data_dir),
+        "images": rows,
         "input_psnr": float(np.mean([r["input_psnr"] for r in rows])),
         "oracle_psnr": float(np.mean([r["oracle_psnr"] for r in rows])),
     }
