@@ -9,15 +9,18 @@ is the committed README.md. Prints a table, optionally writes JSON, and exits 1 
 
     python train/verify_zoo.py                                  # every repo under model_cards/
     python train/verify_zoo.py model_cards/indi-jpeg --json verify.json
+    python train/verify_zoo.py --jobs 2 --json docs/zoo/verify_zoo.json  # two evaluations at a time
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import shlex
 import sys
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -79,21 +82,36 @@ def card_is_current(folder: Path) -> bool:
         return fresh.read_text() == (folder / "README.md").read_text()
 
 
-def verify_repo(folder: Path) -> list[dict]:
+def verify_evaluation(path: Path) -> dict:
+    """Re-runs one recorded evaluation and compares it with the record."""
+    recorded = json.loads(path.read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        rerun = eval_indi.main(recorded_arguments(recorded, Path(tmp)))
+    return {"repo": path.parent.name, "setting": recorded["setting"], **compare(recorded, rerun)}
+
+
+def verify_repos(folders: list[Path], jobs: int = 1) -> list[dict]:
+    """Every recorded evaluation of every folder (``jobs`` at a time: each runs on one thread), then each card."""
+    evaluations = {folder: sorted(folder.glob("eval_*.json")) for folder in folders}
+    paths = [path for folder in folders for path in evaluations[folder]]
+    if jobs > 1:
+        # spawn, not fork: a forked child inherits torch's thread pools in whatever state the parent left them
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            reruns = dict(zip(paths, pool.map(verify_evaluation, paths)))
+    else:
+        reruns = {path: verify_evaluation(path) for path in paths}
     results = []
-    evaluations = sorted(folder.glob("eval_*.json"))
-    if not evaluations:
-        return [{"repo": folder.name, "setting": None, "problems": ["no eval_*.json in the repo"]}]
-    for path in evaluations:
-        recorded = json.loads(path.read_text())
-        with tempfile.TemporaryDirectory() as tmp:
-            rerun = eval_indi.main(recorded_arguments(recorded, Path(tmp)))
-        results.append({"repo": folder.name, "setting": recorded["setting"], **compare(recorded, rerun)})
-    current = card_is_current(folder)
-    for result in results:
-        result["card_current"] = current
-        if not current:
-            result["problems"].append("README.md is not the card make_model_card.py writes from these evaluations")
+    for folder in folders:
+        if not evaluations[folder]:
+            results.append({"repo": folder.name, "setting": None, "problems": ["no eval_*.json in the repo"]})
+            continue
+        current = card_is_current(folder)
+        for path in evaluations[folder]:
+            result = reruns[path]
+            result["card_current"] = current
+            if not current:
+                result["problems"].append("README.md is not the card make_model_card.py writes from these evaluations")
+            results.append(result)
     return results
 
 
@@ -101,9 +119,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Re-run the bundled models' evaluations and check their cards.")
     parser.add_argument("folders", nargs="*", help="Model repo folders (default: every model_cards/indi-*).")
     parser.add_argument("--json", default=None, help="Also write the results here.")
+    parser.add_argument("--jobs", type=int, default=1, help="Evaluations re-run at once (each on one thread).")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
     folders = [Path(f) for f in args.folders] or sorted(Path("model_cards").glob("indi-*"))
-    results = [result for folder in folders for result in verify_repo(folder)]
+    results = verify_repos(folders, args.jobs)
     print("| repo | setting | max ΔPSNR (dB) | max ΔSSIM | max ΔLPIPS | card current | verdict |")
     print("|---|---|---:|---:|---:|---|---|")
     for r in results:
