@@ -132,6 +132,26 @@ def test_evaluation_never_restores_with_the_degradation_s_own_noise(tmp_path, mo
         assert abs(corr) < 0.05
 
 
+def test_floor_check_repeats_the_one_step_evaluation_over_disjoint_seed_sets(tmp_path):
+    import floor_check
+
+    photos = _photos(tmp_path / "photos")
+    repo = _repo(tmp_path / "repo", "denoise", identity=False, eps=0.05)
+    summary = floor_check.main(["--model", str(repo), "--task", "denoise", "--data_dir", str(photos), "--crop", "64",
+                                "--threads", "1", "--seed_sets", "3", "--json", str(tmp_path / "floor.json")])
+    assert [s["seed"] for s in summary["sets"]] == [0, 2, 4]  # 2 crops per set: seeds 0-1, 2-3, 4-5
+    # set 0 is the card's own draw
+    card = _evaluate(repo, photos, "denoise", "--eps", "0")
+    assert summary["sets"][0]["gain_db"] == pytest.approx(card["gain_over_input_db_one_step"], abs=1e-9)
+    gains = [s["gain_db"] for s in summary["sets"]]
+    assert len(set(gains)) == 3  # other seeds, other noise
+    assert summary["gain_db_mean"] == pytest.approx(np.mean(gains))
+    assert summary["gain_db_sem"] == pytest.approx(np.std(gains, ddof=1) / np.sqrt(3))
+    assert json.loads((tmp_path / "floor.json").read_text()) == summary
+    with pytest.raises(SystemExit):
+        floor_check.main(["--model", str(repo), "--task", "denoise", "--data_dir", str(photos), "--steps", "2"])
+
+
 def test_spacing_text_follows_the_scheduler_config():
     assert make_model_card.spacing_text({"timestep_spacing": "uniform"}) == "Inference steps are equally spaced in t."
     power = make_model_card.spacing_text({"timestep_spacing": "power", "spacing_power": 2.0})
