@@ -249,7 +249,8 @@ def sample_variation(pipe, images, args, kwargs, strength, steps, task) -> dict:
     """Mean per-pixel standard deviation (0-255 units) over several seeds: how much samples vary."""
     stds = []
     # one crop from each of the first photos (crops of one photo sit next to each other in `images`)
-    for index, (_, clean) in zip(range(0, len(images), args.grid**2), images[:: args.grid**2][: args.variation_images]):
+    for index in range(0, len(images), args.grid**2)[: args.variation_images]:
+        clean = images[index][1]
         h, w = clean.shape[-2:]
         size = min(args.variation_crop, h, w) // 4 * 4
         clean = clean[..., (h - size) // 2 : (h - size) // 2 + size, (w - size) // 2 : (w - size) // 2 + size]

@@ -91,7 +91,8 @@ def verify_evaluation(path: Path) -> dict:
 
 
 def verify_repos(folders: list[Path], jobs: int = 1) -> list[dict]:
-    """Every recorded evaluation of every folder (``jobs`` at a time: each runs on one thread), then each card."""
+    """Every recorded evaluation of every folder (``jobs`` at a time, each with the threads its command records: the
+    zoo's record --threads 1), then each card."""
     evaluations = {folder: sorted(folder.glob("eval_*.json")) for folder in folders}
     paths = [path for folder in folders for path in evaluations[folder]]
     if jobs > 1:
@@ -119,7 +120,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Re-run the bundled models' evaluations and check their cards.")
     parser.add_argument("folders", nargs="*", help="Model repo folders (default: every model_cards/indi-*).")
     parser.add_argument("--json", default=None, help="Also write the results here.")
-    parser.add_argument("--jobs", type=int, default=1, help="Evaluations re-run at once (each on one thread).")
+    parser.add_argument("--jobs", type=int, default=1, help="Evaluations re-run at once (the zoo's run on one thread each).")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
