@@ -404,11 +404,18 @@ def test_t_sampling_one_and_init_from(tmp_path, clean_dir, train_indi):
     assert_fp16_repo(out, t_sampling="one")
     assert info(out)["args"]["t_sampling"] == "one"
 
-    # fine-tune from that repo: the network config comes from it (not from the size flags)
+    # fine-tune from that repo: the network config comes from it (not from the size flags), and so do the inference
+    # settings its card was evaluated with (step spacing); the training settings are the fine-tune's own
+    scheduler_path = out / "scheduler" / "scheduler_config.json"
+    spaced = {**json.loads(scheduler_path.read_text()), "timestep_spacing": "power", "spacing_power": 3.0}
+    scheduler_path.write_text(json.dumps(spaced))
     tuned = tmp_path / "tuned"
     train_indi.main(["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir", str(tuned),
                      "--init_from", str(out), "--max_train_steps", "1", "--report_to", "none", *FAST])
     assert json.loads((tuned / "unet" / "config.json").read_text())["width"] == 12
+    tuned_scheduler = json.loads((tuned / "scheduler" / "scheduler_config.json").read_text())
+    assert tuned_scheduler["timestep_spacing"] == "power" and tuned_scheduler["spacing_power"] == 3.0
+    assert tuned_scheduler["t_sampling"] == "uniform"
     assert_fp16_repo(tuned)
     # the fine-tune's record carries the base's (without its loss history): the card can describe both stages
     base = info(tuned)["init_from_train_info"]

@@ -334,12 +334,22 @@ def base_model_record(init_from: str | None) -> dict | None:
     return record
 
 
+# Inference-only scheduler settings: chosen for a model by evaluating it (e.g. the defocus model's power spacing), so a
+# fine-tune keeps its base's; training never reads them.
+INFERENCE_SCHEDULER_KEYS = ("timestep_spacing", "spacing_power")
+
+
 def build_scheduler(args) -> InDIScheduler:
+    inherited = {}
+    if args.init_from:
+        base = InDIScheduler.load_config(args.init_from, subfolder="scheduler")
+        inherited = {key: base[key] for key in INFERENCE_SCHEDULER_KEYS if key in base}
     return InDIScheduler(
         eps=args.eps,
         noise_schedule=args.noise_schedule,
         t_sampling=args.t_sampling,
         t_one_probability=args.t_one_probability,
+        **inherited,
     )
 
 
