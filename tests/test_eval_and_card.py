@@ -68,6 +68,13 @@ def test_denoise_setting_extra_eps_and_variation(tmp_path):
     assert result["recommended_steps"] in (1, 2)
 
 
+def test_an_evaluation_without_the_variation_measure_says_so(tmp_path, capsys):
+    repo = _repo(tmp_path / "repo", "jpeg", identity=False, eps=0.05)
+    result = _evaluate(repo, _photos(tmp_path / "photos"), "jpeg", "--variation_images", "0")
+    assert result["variation"]["mean_pixel_std_255"] is None
+    assert "sample std not measured (--variation_images 0)" in capsys.readouterr().out
+
+
 def test_model_card_is_generated_from_the_evaluation(tmp_path):
     from huggingface_hub import ModelCard
 
@@ -140,6 +147,7 @@ def test_floor_check_repeats_the_one_step_evaluation_over_disjoint_seed_sets(tmp
     summary = floor_check.main(["--model", str(repo), "--task", "denoise", "--data_dir", str(photos), "--crop", "64",
                                 "--threads", "1", "--seed_sets", "3", "--json", str(tmp_path / "floor.json")])
     assert [s["seed"] for s in summary["sets"]] == [0, 2, 4]  # 2 crops per set: seeds 0-1, 2-3, 4-5
+    assert summary["setting"] == "sigma50" and summary["crops_per_set"] == 2
     # set 0 is the card's own draw
     card = _evaluate(repo, photos, "denoise", "--eps", "0")
     assert summary["sets"][0]["gain_db"] == pytest.approx(card["gain_over_input_db_one_step"], abs=1e-9)
@@ -191,6 +199,57 @@ def test_floor_sentences_say_met_or_missed_per_setting():
     assert make_model_card.floor_limitations(motion, "motion_deblur")[0].startswith(
         "- Below the project's quality floor (by 1.75 dB): it is published because it beats the input on PSNR and "
         "LPIPS at once at 1 step (table above)")
+
+
+def _floor_check(mean: float, sem: float | None, first_gain: float = 1.69, setting: str = "default") -> dict:
+    return {"setting": setting, "gain_db_mean": mean, "gain_db_sem": sem, "seed_sets": 8, "crops_per_set": 32,
+            "sets": [{"seed": 0, "gain_db": first_gain, "gain_db_eps0": first_gain + 0.3}]}
+
+
+def test_floor_sentences_judge_the_floor_by_the_floor_check_s_mean_and_standard_error():
+    """With a floor_check.json the verdict is met / missed / within the noise (two standard errors), not one draw's."""
+    defocus = [{"setting": "default", "seed": 0, "gain_over_input_db_one_step": 1.69, "model_eps": 0.01,
+                "table": [_row("degraded input", None, 32.6, 0.20), _row("InDI", 1, 34.3, 0.15)]}]
+
+    def sentences(mean, sem, setting="default"):
+        check = _floor_check(mean, sem, setting=setting)
+        return (make_model_card.floor_sentences(defocus, "defocus_deblur", check),
+                make_model_card.floor_limitations(defocus, "defocus_deblur", check))
+
+    within, limits = sentences(2.06, 0.13)
+    assert within[0].startswith("- The project's quality floor is +2.0 dB at 1 step. This model gains +1.69 dB on the "
+                                "table's draw of degradations and +2.06 ± 0.13 dB (mean ± standard error over 8 "
+                                "disjoint draws of 32 crops, `floor_check.json`; the table is the first draw): ")
+    assert "at the floor only within the noise" in within[0]
+    assert limits == ["- At the project's quality floor only within the noise of the evaluation (+2.06 ± 0.13 dB "
+                      "against +2.0 dB): it is published because it beats the input on PSNR and LPIPS at once at 1 "
+                      "step (table above), until a longer training run clears the floor by more than the noise."]
+    # One draw below the floor does not decide when the mean is clearly above it.
+    met, limits = sentences(2.40, 0.13)
+    assert met[0].endswith(": it meets the floor.") and limits == []
+    missed, limits = sentences(1.10, 0.07)
+    assert "**it misses the floor by 0.90 dB**" in missed[0]
+    assert limits[0].startswith("- Below the project's quality floor (by 0.90 dB): it is published because")
+    # A floor check of another setting, or one set (no standard error), leaves the single-draw verdict.
+    other, _ = sentences(2.40, 0.13, setting="sigma25")
+    assert other[0] == "- The project's quality floor is +2.0 dB at 1 step; this model (+1.69 dB) **misses it by " \
+        "0.31 dB** (see Limitations)."
+    assert make_model_card.FloorCheck("default", 2.0, 1.69, _floor_check(2.4, None)).verdict == "missed"
+
+
+def test_a_floor_check_of_other_weights_or_crops_is_refused(tmp_path):
+    evaluation = {"setting": "default", "seed": 0, "gain_over_input_db_one_step": 1.69}
+    (tmp_path / "eval_default.json").write_text(json.dumps(evaluation))
+    assert make_model_card.load_floor_check(tmp_path, [evaluation]) is None  # no file: single-draw verdicts
+    (tmp_path / "floor_check.json").write_text(json.dumps(_floor_check(2.06, 0.13, first_gain=1.689)))
+    assert make_model_card.load_floor_check(tmp_path, [evaluation])["gain_db_mean"] == 2.06
+    (tmp_path / "floor_check.json").write_text(json.dumps(_floor_check(2.06, 0.13, first_gain=1.75)))
+    with pytest.raises(ValueError, match=r"is stale: its first seed set \(seed 0\) gains \+1.750 dB, "
+                                         r"eval_default.json \(seed 0\) \+1.690 dB"):
+        make_model_card.load_floor_check(tmp_path, [evaluation])
+    (tmp_path / "floor_check.json").write_text(json.dumps(_floor_check(2.06, 0.13, setting="q30")))
+    with pytest.raises(ValueError, match="no eval_q30.json"):
+        make_model_card.load_floor_check(tmp_path, [evaluation])
 
 
 def _row(method: str, steps: int | None, psnr: float, lpips: float, eps: float | None = 0.01) -> dict:
@@ -315,6 +374,7 @@ def test_verify_zoo_reruns_the_recorded_evaluation_and_checks_the_card(tmp_path,
     card is named."""
     import shlex
 
+    import floor_check
     import verify_zoo
 
     repo = _repo(tmp_path / "indi-jpeg", "jpeg", identity=False, eps=0.02)
@@ -345,6 +405,30 @@ def test_verify_zoo_reruns_the_recorded_evaluation_and_checks_the_card(tmp_path,
     assert verify_zoo.main([str(repo), "--jobs", "2", "--json", str(tmp_path / "verify.json")]) == 0
     assert [(r["setting"], r["problems"]) for r in json.loads((tmp_path / "verify.json").read_text())] == \
         [("q10", []), ("q30", [])]
+
+    # A floor check in the repo is re-run too, and the card states it.
+    floor_argv = [*argv[:argv.index("--steps")], "--threads", "1", "--seed_sets", "2", "--json",
+                  str(repo / "floor_check.json")]
+    floor = floor_check.main(floor_argv)
+    floor["command"] = "python train/floor_check.py " + shlex.join(floor_argv)
+    (repo / "floor_check.json").write_text(json.dumps(floor))
+    make_model_card.main([str(repo)])
+    assert "(mean ± standard error over 2 disjoint draws of 2 crops" in (repo / "README.md").read_text()
+    assert verify_zoo.main([str(repo), "--jobs", "2", "--json", str(tmp_path / "verify.json")]) == 0
+    rows = json.loads((tmp_path / "verify.json").read_text())
+    assert [(r["setting"], r["problems"]) for r in rows] == [("q10", []), ("q30", []), ("q10, floor check", [])]
+    floor["sets"][1]["gain_db"] += 0.2  # the second draw: the card still builds, the re-run disagrees
+    (repo / "floor_check.json").write_text(json.dumps(floor))
+    assert verify_zoo.main([str(repo), "--json", str(tmp_path / "verify.json")]) == 1
+    rows = json.loads((tmp_path / "verify.json").read_text())
+    assert rows[2]["problems"][0].startswith(f"seed {floor['sets'][1]['seed']} gain_db: card")
+    floor["sets"][0]["gain_db"] += 0.2  # the first draw is the evaluation's own: the card cannot be made
+    (repo / "floor_check.json").write_text(json.dumps(floor))
+    assert verify_zoo.main([str(repo), "--json", str(tmp_path / "verify.json")]) == 1
+    rows = json.loads((tmp_path / "verify.json").read_text())
+    assert any(p.startswith("the card cannot be made:") and "is stale" in p for p in rows[0]["problems"])
+    (repo / "floor_check.json").unlink()
+    make_model_card.main([str(repo)])
 
     recorded["table"][1]["psnr"] += 0.5
     path.write_text(json.dumps(recorded))  # the card, made from the old numbers, is now stale too

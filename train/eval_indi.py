@@ -314,9 +314,11 @@ def main(argv=None):
     (output_dir / f"{name}.md").write_text(markdown_table(result))
     plot(result, output_dir / f"{name}.png")
     print(markdown_table(result))
+    std = result["variation"]["mean_pixel_std_255"]
+    std_text = "not measured (--variation_images 0)" if std is None else f"{std:.2f}/255"
     print(f"recommended steps {result['recommended_steps']}: LPIPS {-100 * result['lpips_reduction_vs_one_step']:+.1f} % "
-          f"vs 1 step, PSNR {-result['psnr_drop_vs_one_step']:+.2f} dB; sample std "
-          f"{result['variation']['mean_pixel_std_255']:.2f}/255; wrote {output_dir / name}.{{json,md,png}}")
+          f"vs 1 step, PSNR {-result['psnr_drop_vs_one_step']:+.2f} dB; sample std {std_text}; wrote "
+          f"{output_dir / name}.{{json,md,png}}")
     return result
 
 

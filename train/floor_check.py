@@ -8,7 +8,10 @@ disjoint sets of seeds (set k degrades crop i with seed k * crops + i; set 0 is 
 mean gain and its standard error over the sets.
 
     python train/floor_check.py --model model_cards/indi-defocus_deblur --task defocus_deblur \
-        --data_dir data/photos/val --crop 256 --grid 2 --seed_sets 5 --json docs/zoo/floor_check_defocus_deblur.json
+        --data_dir data/photos/val --crop 256 --grid 2 --seed_sets 8 --threads 1 --json model_cards/indi-defocus_deblur/floor_check.json
+
+In a model repo, ``floor_check.json`` is read by ``train/make_model_card.py`` (the card states the floor as mean ±
+standard error, met / missed / within the noise) and re-run by ``train/verify_zoo.py``.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ def main(argv=None) -> dict:
                      "gain_db_eps0": eps0["psnr"] - input_psnr})
         print(f"seeds {base.seed}-{base.seed + crops - 1}: input {input_psnr:.2f} dB, 1 step {sets[-1]['gain_db']:+.2f} dB "
               f"(eps 0: {sets[-1]['gain_db_eps0']:+.2f})", flush=True)
-    summary = {"task": base.task, "model": base.model, "crops_per_set": crops, "seed_sets": args.seed_sets,
+    summary = {"task": base.task, "setting": result["setting"], "model": base.model, "crops_per_set": crops, "seed_sets": args.seed_sets,
                "model_eps": result["model_eps"], "sets": sets, "command": "python train/floor_check.py " + " ".join(
                    sys.argv[1:] if argv is None else argv)}
     for key in ("gain_db", "gain_db_eps0"):

@@ -4,7 +4,8 @@
 For every model repo and every ``eval_<setting>.json`` in it: re-runs the command recorded in that file (its
 ``train/eval_indi.py`` arguments, written to a temporary folder instead of the repo), compares every table row
 (PSNR, SSIM, LPIPS, sharpness; not the seconds, which depend on the machine's load), the recommended step count
-and the sample variation; then regenerates the model card from the committed evaluation files and checks that it
+and the sample variation; likewise re-runs a ``floor_check.json`` (``train/floor_check.py``) and compares the gain
+of every seed set; then regenerates the model card from the committed evaluation files and checks that it
 is the committed README.md. Prints a table, optionally writes JSON, and exits 1 on any difference.
 
     python train/verify_zoo.py                                  # every repo under model_cards/
@@ -26,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import eval_indi  # noqa: E402
+import floor_check  # noqa: E402
 import make_model_card  # noqa: E402
 
 # The re-run must agree to these (absolute) differences; the evaluation is seeded, so on one machine it agrees to
@@ -33,17 +35,18 @@ import make_model_card  # noqa: E402
 TOLERANCES = {"psnr": 0.01, "ssim": 1e-4, "lpips": 1e-4, "sharpness": 1e-3}
 VARIATION_TOLERANCE = 0.01  # /255
 EVAL_SCRIPT = "train/eval_indi.py"
+FLOOR_CHECK_SCRIPT = "train/floor_check.py"
 
 
-def recorded_arguments(evaluation: dict, output_dir: Path) -> list[str]:
-    """The eval_indi.py arguments of a recorded command, writing to ``output_dir``."""
-    words = shlex.split(evaluation["command"])
-    if EVAL_SCRIPT not in words:
-        raise ValueError(f"not a {EVAL_SCRIPT} command: {evaluation['command']!r}")
-    argv = words[words.index(EVAL_SCRIPT) + 1 :]
-    if "--output_dir" in argv:
-        del argv[argv.index("--output_dir") : argv.index("--output_dir") + 2]
-    return [*argv, "--output_dir", str(output_dir)]
+def recorded_arguments(record: dict, output: Path, script: str = EVAL_SCRIPT, output_flag: str = "--output_dir") -> list[str]:
+    """The ``script`` arguments of a recorded command, writing to ``output`` instead of where the record went."""
+    words = shlex.split(record["command"])
+    if script not in words:
+        raise ValueError(f"not a {script} command: {record['command']!r}")
+    argv = words[words.index(script) + 1 :]
+    if output_flag in argv:
+        del argv[argv.index(output_flag) : argv.index(output_flag) + 2]
+    return [*argv, output_flag, str(output)]
 
 
 def row_key(row: dict) -> tuple:
@@ -82,36 +85,61 @@ def card_is_current(folder: Path) -> bool:
         return fresh.read_text() == (folder / "README.md").read_text()
 
 
-def verify_evaluation(path: Path) -> dict:
-    """Re-runs one recorded evaluation and compares it with the record."""
+def compare_floor_checks(recorded: dict, rerun: dict) -> dict:
+    """Largest difference in any seed set's 1-step gain (model eps and eps 0), and what does not match."""
+    problems, largest = [], 0.0
+    if [s["seed"] for s in recorded["sets"]] != [s["seed"] for s in rerun["sets"]]:
+        problems.append(f"seed sets differ: card {[s['seed'] for s in recorded['sets']]}, "
+                        f"re-run {[s['seed'] for s in rerun['sets']]}")
+    for card_set, rerun_set in zip(recorded["sets"], rerun["sets"]):
+        for key in ("gain_db", "gain_db_eps0"):
+            difference = abs(card_set[key] - rerun_set[key])
+            largest = max(largest, difference)
+            if difference > TOLERANCES["psnr"]:
+                problems.append(f"seed {card_set['seed']} {key}: card {card_set[key]:+.4f}, re-run {rerun_set[key]:+.4f}")
+    return {"largest_difference": {"psnr": largest}, "problems": problems}
+
+
+def verify_record(path: Path) -> dict:
+    """Re-runs one recorded evaluation (eval_*.json) or floor check (floor_check.json) and compares it with the record."""
     recorded = json.loads(path.read_text())
     with tempfile.TemporaryDirectory() as tmp:
+        if path.name == make_model_card.FLOOR_CHECK_FILE:
+            argv = recorded_arguments(recorded, Path(tmp) / path.name, FLOOR_CHECK_SCRIPT, "--json")
+            rerun = floor_check.main(argv)
+            return {"repo": path.parent.name, "setting": f"{recorded['setting']}, floor check",
+                    **compare_floor_checks(recorded, rerun)}
         rerun = eval_indi.main(recorded_arguments(recorded, Path(tmp)))
     return {"repo": path.parent.name, "setting": recorded["setting"], **compare(recorded, rerun)}
 
 
 def verify_repos(folders: list[Path], jobs: int = 1) -> list[dict]:
-    """Every recorded evaluation of every folder (``jobs`` at a time, each with the threads its command records: the
-    zoo's record --threads 1), then each card."""
-    evaluations = {folder: sorted(folder.glob("eval_*.json")) for folder in folders}
+    """Every recorded evaluation and floor check of every folder (``jobs`` at a time, each with the threads its command
+    records: the zoo's record --threads 1), then each card."""
+    evaluations = {folder: sorted(folder.glob("eval_*.json")) + sorted(folder.glob(make_model_card.FLOOR_CHECK_FILE))
+                   for folder in folders}
     paths = [path for folder in folders for path in evaluations[folder]]
     if jobs > 1:
         # spawn, not fork: a forked child inherits torch's thread pools in whatever state the parent left them
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            reruns = dict(zip(paths, pool.map(verify_evaluation, paths)))
+            reruns = dict(zip(paths, pool.map(verify_record, paths)))
     else:
-        reruns = {path: verify_evaluation(path) for path in paths}
+        reruns = {path: verify_record(path) for path in paths}
     results = []
     for folder in folders:
-        if not evaluations[folder]:
+        if not any(path.name.startswith("eval_") for path in evaluations[folder]):
             results.append({"repo": folder.name, "setting": None, "problems": ["no eval_*.json in the repo"]})
             continue
-        current = card_is_current(folder)
+        try:
+            current, card_problem = card_is_current(folder), "README.md is not the card make_model_card.py writes " \
+                "from these evaluations"
+        except ValueError as error:  # e.g. a floor_check.json measured on other weights
+            current, card_problem = False, f"the card cannot be made: {error}"
         for path in evaluations[folder]:
             result = reruns[path]
             result["card_current"] = current
             if not current:
-                result["problems"].append("README.md is not the card make_model_card.py writes from these evaluations")
+                result["problems"].append(card_problem)
             results.append(result)
     return results
 
