@@ -12,15 +12,19 @@
 # Back on the CPU: tar -xf OUT/indi-<task>.tar -C outputs/zoo_candidates, then train/eval_indi.py on it (see
 # train/eval_zoo.sh), and copy it into model_cards/ only if the evaluation shows it is better.
 #
-# Upload limit (64 MiB): the tracked tree is ~54 MiB, so before the call delete the bundled weights here
-# (rm model_cards/indi-*/unet/diffusion_pytorch_model.safetensors; `git checkout model_cards` restores them) and
-# carry data/photos and .whl (diffusers is not installed there). Timing: MINUTES + 1 min of start-up + BENCH_SECONDS.
-# Usage: train/gpu_session.sh OUT MINUTES [extra train_indi.py flags...]
+# Upload limit (64 MiB): the tracked tree is ~84 MiB, so before the call delete the bundled weights here that the run
+# does not fine-tune, and the LPIPS weights (rm model_cards/indi-<other tasks>/unet/diffusion_pytorch_model.safetensors
+# indi_pipeline/weights/lpips_alex.safetensors; `git checkout model_cards indi_pipeline/weights` restores them), and
+# carry data/photos/train and .whl (diffusers is not installed there). Timing: MINUTES + 1 min of start-up + BENCH_SECONDS.
 #
-# Fine-tuning a candidate instead (ZOO_INIT_ROOT, see train_zoo.sh), e.g. the motion model, the one furthest from
-# its floor; carry data/photos/train (not val: 7.8 MiB over the limit otherwise), .whl and the candidate:
-#   ZOO_TASKS=motion_deblur ZOO_INIT_ROOT=outputs/zoo_candidates train/gpu_session.sh "$OUT" 7 \
-#     --eps 0.01 --t_sampling mixture --t_one_probability 0.25 --learning_rate 5e-4 --lr_warmup_steps 200
+# Fine-tuning a bundled model (ZOO_INIT_ROOT, see train_zoo.sh): what moved the defocus model +0.49 dB at 1 step on a
+# lent H100 (5 minutes, then 3 more from that output at lr 1e-4; the tree travelled at 50 MB with its weights kept):
+#   ZOO_TASKS=defocus_deblur ZOO_INIT_ROOT=model_cards SKIP_BENCH=1 train/gpu_session.sh "$OUT" 5 \
+#     --eps 0.01 --t_sampling mixture --t_one_probability 0.4 --learning_rate 2e-4 --lr_warmup_steps 100 \
+#     --resolution 192 --train_batch_size 64
+# A second call on the still-warm machine can go on from the first's output: GPU_SESSION_WORK=/tmp/gs2
+# ZOO_INIT_ROOT=/tmp/gpu_session/zoo (the first call's work folder). Never `pkill -f` a pattern that the call's own
+# command line contains: it kills the call's shell (one lent call was lost so).
 # --compile (torch.compile of the training step) is one more flag; gpu_bench.sh's compiled run shows whether it pays
 # on the GPU (on the CPU it gave +8-10 %).
 # CPU check with tiny settings: SKIP_BENCH=1 train/gpu_session.sh /tmp/session 0.1 --resolution 64 \
