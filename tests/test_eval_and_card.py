@@ -156,6 +156,22 @@ def test_floor_check_repeats_the_one_step_evaluation_over_disjoint_seed_sets(tmp
     assert summary["gain_db_mean"] == pytest.approx(np.mean(gains))
     assert summary["gain_db_sem"] == pytest.approx(np.std(gains, ddof=1) / np.sqrt(3))
     assert json.loads((tmp_path / "floor.json").read_text()) == summary
+    assert summary["tradeoff_steps"] is None and "lpips_reduction" not in summary["sets"][0]
+    # --tradeoff_steps N: the rule's numbers at N steps per set, and the 1-step draws are the same as without it
+    walked = floor_check.main(["--model", str(repo), "--task", "denoise", "--data_dir", str(photos), "--crop", "64",
+                               "--threads", "1", "--seed_sets", "3", "--tradeoff_steps", "2"])
+    assert walked["tradeoff_steps"] == 2
+    assert [s["gain_db"] for s in walked["sets"]] == pytest.approx(gains, abs=1e-9)
+    two = _evaluate(repo, photos, "denoise", "--eps", "0")  # steps 1 and 2, seed 0: the first set's draw
+    one_row, two_row = (next(r for r in two["table"] if r["method"] == "InDI" and r["eps"] == 0.05 and r["steps"] == n)
+                        for n in (1, 2))
+    assert walked["sets"][0]["lpips_reduction"] == pytest.approx(1 - two_row["lpips"] / one_row["lpips"], abs=1e-9)
+    assert walked["sets"][0]["psnr_drop_db"] == pytest.approx(one_row["psnr"] - two_row["psnr"], abs=1e-9)
+    reductions = [s["lpips_reduction"] for s in walked["sets"]]
+    assert walked["lpips_reduction_mean"] == pytest.approx(np.mean(reductions))
+    assert walked["lpips_reduction_sem"] == pytest.approx(np.std(reductions, ddof=1) / np.sqrt(3))
+    with pytest.raises(SystemExit):
+        floor_check.main(["--model", str(repo), "--task", "denoise", "--data_dir", str(photos), "--tradeoff_steps", "1"])
     with pytest.raises(SystemExit):
         floor_check.main(["--model", str(repo), "--task", "denoise", "--data_dir", str(photos), "--steps", "2"])
 
@@ -177,6 +193,32 @@ def test_trade_off_sentence_says_whether_the_rule_is_met():
     one = make_model_card.trade_off_sentence({"recommended_steps": 1, "psnr_drop_vs_one_step": 0.0,
                                               "lpips_reduction_vs_one_step": 0.0})
     assert one.startswith("No step count above 1") and one.endswith("is not met.")
+
+
+def test_trade_off_sentence_judges_by_the_floor_check_s_draws_at_the_recommended_steps():
+    edge = {"setting": "default", "recommended_steps": 8, "psnr_drop_vs_one_step": 0.63,
+            "lpips_reduction_vs_one_step": 0.098}
+
+    def draws(mean, sem, drop=0.64, steps=8):
+        return {**_floor_check(2.5, 0.1), "tradeoff_steps": steps, "lpips_reduction_mean": mean,
+                "lpips_reduction_sem": sem, "psnr_drop_db_mean": drop}
+
+    met = make_model_card.trade_off_sentence(edge, draws(0.137, 0.012))
+    assert met.startswith("Recommended 8 steps: LPIPS 9.8 % lower than 1 step, PSNR 0.63 dB lower on the table's draw; "
+                          "over 8 disjoint draws of 32 crops (`floor_check.json`), LPIPS 13.7 ± 1.2 % lower (mean ± "
+                          "standard error), PSNR 0.64 dB lower.")
+    assert met.endswith("is met, judged by the mean over the draws.")
+    assert make_model_card.trade_off_sentence(edge, draws(0.105, 0.01)).endswith(
+        "is met only within the noise: 10 % lies within two standard errors of the mean.")
+    assert make_model_card.trade_off_sentence(edge, draws(0.06, 0.01)).endswith("is not met, judged by the mean over "
+                                                                                "the draws.")
+    assert make_model_card.trade_off_sentence(edge, draws(0.2, 0.01, drop=1.2)).endswith("is not met, judged by the "
+                                                                                        "mean over the draws.")
+    # draws at another step count, or of another setting, leave the table's verdict
+    assert make_model_card.trade_off_sentence(edge, draws(0.137, 0.012, steps=4)).endswith(
+        "0.63 dB lower. The project's trade-off rule (some step count above 1 lowers LPIPS by at least 10 % with PSNR "
+        "within 1 dB of 1 step) is not met.")
+    assert make_model_card.trade_off_sentence({**edge, "setting": "q30"}, draws(0.137, 0.012)).endswith("is not met.")
 
 
 def test_floor_sentences_say_met_or_missed_per_setting():
@@ -230,11 +272,14 @@ def test_floor_sentences_judge_the_floor_by_the_floor_check_s_mean_and_standard_
     missed, limits = sentences(1.10, 0.07)
     assert "**it misses the floor by 0.90 dB**" in missed[0]
     assert limits[0].startswith("- Below the project's quality floor (by 0.90 dB): it is published because")
-    # A floor check of another setting, or one set (no standard error), leaves the single-draw verdict.
+    # A floor check of another setting leaves the single-draw verdict; one set (no standard error) has no noise band.
     other, _ = sentences(2.40, 0.13, setting="sigma25")
     assert other[0] == "- The project's quality floor is +2.0 dB at 1 step; this model (+1.69 dB) **misses it by " \
         "0.31 dB** (see Limitations)."
-    assert make_model_card.FloorCheck("default", 2.0, 1.69, _floor_check(2.4, None)).verdict == "missed"
+    one_set = _floor_check(1.95, None, first_gain=1.95)  # one draw, the table's: no noise band
+    assert make_model_card.FloorCheck("default", 2.0, 1.95, one_set).verdict == "missed"
+    assert make_model_card.verdict_against(2.0, 2.1, 0.06) == "within noise"
+    assert make_model_card.verdict_against(2.0, 2.1, 0.04) == "met"
 
 
 def test_a_floor_check_of_other_weights_or_crops_is_refused(tmp_path):
@@ -407,7 +452,7 @@ def test_verify_zoo_reruns_the_recorded_evaluation_and_checks_the_card(tmp_path,
         [("q10", []), ("q30", [])]
 
     # A floor check in the repo is re-run too, and the card states it.
-    floor_argv = [*argv[:argv.index("--steps")], "--threads", "1", "--seed_sets", "2", "--json",
+    floor_argv = [*argv[:argv.index("--steps")], "--threads", "1", "--seed_sets", "2", "--tradeoff_steps", "2", "--json",
                   str(repo / "floor_check.json")]
     floor = floor_check.main(floor_argv)
     floor["command"] = "python train/floor_check.py " + shlex.join(floor_argv)

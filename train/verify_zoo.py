@@ -86,16 +86,23 @@ def card_is_current(folder: Path) -> bool:
 
 
 def compare_floor_checks(recorded: dict, rerun: dict) -> dict:
-    """Largest difference in any seed set's 1-step gain (model eps and eps 0), and what does not match."""
+    """Largest difference in any seed set's dB figures (the 1-step gains at the model's eps and eps 0, the PSNR drop at
+    the trade-off steps), and what does not match (the LPIPS reduction too)."""
     problems, largest = [], 0.0
     if [s["seed"] for s in recorded["sets"]] != [s["seed"] for s in rerun["sets"]]:
         problems.append(f"seed sets differ: card {[s['seed'] for s in recorded['sets']]}, "
                         f"re-run {[s['seed'] for s in rerun['sets']]}")
+    # dB figures to the PSNR tolerance; the LPIPS reduction (a fraction) to 0.1 %
+    tolerances = {"gain_db": TOLERANCES["psnr"], "gain_db_eps0": TOLERANCES["psnr"], "psnr_drop_db": TOLERANCES["psnr"],
+                  "lpips_reduction": 1e-3}
+    if recorded.get("tradeoff_steps") != rerun.get("tradeoff_steps"):
+        problems.append(f"trade-off steps: card {recorded.get('tradeoff_steps')}, re-run {rerun.get('tradeoff_steps')}")
     for card_set, rerun_set in zip(recorded["sets"], rerun["sets"]):
-        for key in ("gain_db", "gain_db_eps0"):
+        for key in (k for k in tolerances if k in card_set and k in rerun_set):
             difference = abs(card_set[key] - rerun_set[key])
-            largest = max(largest, difference)
-            if difference > TOLERANCES["psnr"]:
+            if key != "lpips_reduction":
+                largest = max(largest, difference)
+            if difference > tolerances[key]:
                 problems.append(f"seed {card_set['seed']} {key}: card {card_set[key]:+.4f}, re-run {rerun_set[key]:+.4f}")
     return {"largest_difference": {"psnr": largest}, "problems": problems}
 
