@@ -278,6 +278,9 @@ def test_floor_sentences_judge_the_floor_by_the_floor_check_s_mean_and_standard_
         "0.31 dB** (see Limitations)."
     one_set = _floor_check(1.95, None, first_gain=1.95)  # one draw, the table's: no noise band
     assert make_model_card.FloorCheck("default", 2.0, 1.95, one_set).verdict == "missed"
+    assert "+1.95 dB in `floor_check.json` (one draw of 32 crops, the table's): **it misses the floor by 0.05 dB**" in \
+        make_model_card.floor_sentences([{**defocus[0], "gain_over_input_db_one_step": 1.95}], "defocus_deblur",
+                                        one_set)[0]
     assert make_model_card.verdict_against(2.0, 2.1, 0.06) == "within noise"
     assert make_model_card.verdict_against(2.0, 2.1, 0.04) == "met"
 

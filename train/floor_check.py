@@ -80,8 +80,8 @@ def main(argv=None) -> dict:
         print(line, flush=True)
     summary = {"task": base.task, "setting": result["setting"], "model": base.model, "crops_per_set": crops,
                "seed_sets": args.seed_sets,
-               "model_eps": result["model_eps"], "tradeoff_steps": args.tradeoff_steps, "sets": sets, "command": "python train/floor_check.py " + " ".join(
-                   sys.argv[1:] if argv is None else argv)}
+               "model_eps": result["model_eps"], "tradeoff_steps": args.tradeoff_steps, "sets": sets,
+               "command": "python train/floor_check.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     for key in ("gain_db", "gain_db_eps0") + (("lpips_reduction", "psnr_drop_db") if args.tradeoff_steps else ()):
         values = np.array([s[key] for s in sets])
         summary[f"{key}_mean"] = float(values.mean())

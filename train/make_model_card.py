@@ -223,6 +223,9 @@ class FloorCheck:
 
     def repeated_text(self) -> str:
         r = self.repeated
+        if r["gain_db_sem"] is None:  # one set: the table's own draw again
+            return (f"{r['gain_db_mean']:+.2f} dB in `{FLOOR_CHECK_FILE}` (one draw of {r['crops_per_set']} crops, "
+                    "the table's)")
         return (f"{r['gain_db_mean']:+.2f} ± {r['gain_db_sem']:.2f} dB (mean ± standard error over {r['seed_sets']} "
                 f"disjoint draws of {r['crops_per_set']} crops, `{FLOOR_CHECK_FILE}`; the table is the first draw)")
 

@@ -38,7 +38,9 @@ EVAL_SCRIPT = "train/eval_indi.py"
 FLOOR_CHECK_SCRIPT = "train/floor_check.py"
 
 
-def recorded_arguments(record: dict, output: Path, script: str = EVAL_SCRIPT, output_flag: str = "--output_dir") -> list[str]:
+def recorded_arguments(
+    record: dict, output: Path, script: str = EVAL_SCRIPT, output_flag: str = "--output_dir"
+) -> list[str]:
     """The ``script`` arguments of a recorded command, writing to ``output`` instead of where the record went."""
     words = shlex.split(record["command"])
     if script not in words:
