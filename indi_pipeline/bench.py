@@ -115,6 +115,11 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+def threads_text(count: int) -> str:
+    """'1 thread', '2 threads': for the machine lines of benchmarks, evaluations and training records."""
+    return f"{count} thread" + ("" if count == 1 else "s")
+
+
 def load_average() -> list[float] | None:
     """1, 5 and 15 minute load averages (other work on the machine slows the timings down)."""
     return [round(value, 2) for value in os.getloadavg()] if hasattr(os, "getloadavg") else None
@@ -457,7 +462,7 @@ def format_table(results: dict) -> str:
     start, end = machine.get("load_average_start"), machine.get("load_average_end")
     lines = [
         f"Machine: {machine['cpu']}, {machine['cpu_count']} cores, torch {machine['torch']} "
-        f"({machine['torch_threads']} threads), device {machine['device']}"
+        f"({threads_text(machine['torch_threads'])}), device {machine['device']}"
         + (f" ({machine['gpu']})" if machine.get("gpu") else "")
         + (f", load average (1 min) {start[0]:.2f} at the start, {end[0]:.2f} at the end" if start and end else "")
         + (f"; {machine['allocator']}" if machine.get("allocator") else ""),

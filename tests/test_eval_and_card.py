@@ -62,6 +62,7 @@ def test_denoise_setting_extra_eps_and_variation(tmp_path):
     repo = _repo(tmp_path / "repo", "denoise", identity=False, eps=0.05)
     result = _evaluate(repo, _photos(tmp_path / "photos"), "denoise", "--sigma", "25", "--eps", "0")
     assert result["setting"] == "sigma25"
+    assert ", 1 thread, torch " in result["machine"]  # --threads 1
     eps_rows = {(r["eps"], r["steps"]) for r in result["table"] if r["method"] == "InDI"}
     assert eps_rows == {(0.05, 1), (0.05, 2), (0.0, 1)}  # other eps values are compared at 1 step
     assert result["variation"]["mean_pixel_std_255"] > 0  # eps > 0: seeds differ

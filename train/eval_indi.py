@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from indi_pipeline import InDIPipeline, get_task  # noqa: E402
-from indi_pipeline.bench import cpu_model  # noqa: E402
+from indi_pipeline.bench import cpu_model, threads_text  # noqa: E402
 from indi_pipeline.degradations import crop_to_multiple, degradation_generator, degrade, pipeline_input  # noqa: E402
 from indi_pipeline.metrics import high_frequency_ratio, lpips, psnr, ssim  # noqa: E402
 from indi_pipeline.tasks import TASKS  # noqa: E402
@@ -230,8 +230,8 @@ def evaluate(args) -> dict:
         "psnr_drop_vs_one_step": one["psnr"] - best["psnr"],
         "gain_over_input_db_one_step": one["psnr"] - table[0]["psnr"],
         "variation": variation,
-        "machine": f"{cpu_model()}, {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}, device {args.device}",
+        "machine": f"{cpu_model()}, {threads_text(torch.get_num_threads())}, torch {torch.__version__}, "
+        f"device {args.device}",
         "command": "python train/eval_indi.py " + " ".join(sys.argv[1:]),
     }
 

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from indi_pipeline import InDINet, InDIPipeline, InDIScheduler, get_task  # noqa: E402
 from indi_pipeline.acceleration import reuse_freed_memory, use_compile_cache  # noqa: E402
-from indi_pipeline.bench import cpu_model  # noqa: E402
+from indi_pipeline.bench import cpu_model, threads_text  # noqa: E402
 from indi_pipeline.degradations import pipeline_input  # noqa: E402
 from indi_pipeline.metrics import psnr  # noqa: E402
 from indi_pipeline.scheduling_indi import NOISE_SCHEDULES, T_SAMPLINGS  # noqa: E402
@@ -675,7 +675,7 @@ def main(argv=None):
             "task": args.task,
             "world_size": accelerator.num_processes,
             "device": torch.cuda.get_device_name() if torch.cuda.is_available()
-            else f"CPU ({cpu_model()}, {torch.get_num_threads()} threads)",
+            else f"CPU ({cpu_model()}, {threads_text(torch.get_num_threads())})",
             "mixed_precision": accelerator.mixed_precision,
             "crop_sampler": crop_sampler,
             "crop_sampler_reason": crop_sampler_why,
