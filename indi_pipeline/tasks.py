@@ -23,9 +23,9 @@ class Task:
     task_id: str
     title: str
     description: str
-    # The app's and CLI's default: the card's recommended steps (sr4 16, defocus 8), or fewer where those cost much
-    # more time for little: 8 where jpeg (q10) recommends 32 and motion 16, for most of their LPIPS gain (0.127 vs
-    # 0.123, 0.181 vs 0.176); 1 where the denoiser recommends 32 for 1 % lower LPIPS (and +0.37 dB) at 32x the time.
+    # The app's and CLI's default: the card's recommended steps (sr4 16, defocus 8, motion 8), or fewer where those
+    # cost much more time for little: 8 where jpeg (q10) recommends 32, for most of its LPIPS gain (0.127 vs 0.123);
+    # 1 where the denoiser recommends 32 for 1 % lower LPIPS (and +0.37 dB) at 32x the time.
     default_steps: int
     # The training default and the app's: the eps the bundled model was trained with (a test checks they agree),
     # so that the Space restores as the card measured. The deblurring models trained best with 0.01 on the CPU.
