@@ -145,7 +145,8 @@ def trade_off_sentence(evaluation: dict, repeated: dict | None = None) -> str:
     reduction, drop = evaluation["lpips_reduction_vs_one_step"], evaluation["psnr_drop_vs_one_step"]
     first = (f"Recommended {steps} steps: LPIPS {100 * reduction:.1f} % lower than 1 step, PSNR "
              f"{psnr_change_text(drop)}")
-    if not (repeated and repeated["setting"] == evaluation["setting"] and repeated.get("tradeoff_steps") == steps):
+    repeated = floor_check_for(evaluation, repeated)
+    if not (repeated and repeated.get("tradeoff_steps") == steps):
         return f"{first}. " + rule + ("met." if reduction >= TRADE_OFF_LPIPS_REDUCTION else "not met.")
     mean, sem = repeated["lpips_reduction_mean"], repeated["lpips_reduction_sem"]
     verdict = verdict_against(TRADE_OFF_LPIPS_REDUCTION, mean, sem)
@@ -190,6 +191,11 @@ def reference_sentences(evaluations: list[dict]) -> list[str]:
 # train/floor_check.py's output in a repo: the 1-step gain over several disjoint draws of the degradations. Where a
 # floor is close, one draw cannot say which side of it a model lies (the defocus gain ranged 1.1 dB over 8 draws).
 FLOOR_CHECK_FILE = "floor_check.json"
+
+
+def floor_check_for(evaluation: dict, repeated: dict | None) -> dict | None:
+    """``repeated`` (a floor_check.json) where it was measured on this evaluation's setting, else None."""
+    return repeated if repeated and repeated["setting"] == evaluation["setting"] else None
 
 
 def verdict_against(threshold: float, estimate: float, sem: float | None) -> str:
@@ -254,8 +260,8 @@ def floor_checks(evaluations: list[dict], task_id: str, repeated: dict | None = 
     for evaluation in evaluations:
         floor = QUALITY_FLOORS_DB.get((task_id, evaluation["setting"]))
         if floor is not None:
-            own = repeated if repeated and repeated["setting"] == evaluation["setting"] else None
-            checks.append(FloorCheck(evaluation["setting"], floor, evaluation["gain_over_input_db_one_step"], own))
+            checks.append(FloorCheck(evaluation["setting"], floor, evaluation["gain_over_input_db_one_step"],
+                                     floor_check_for(evaluation, repeated)))
     return checks
 
 

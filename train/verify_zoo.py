@@ -139,9 +139,9 @@ def verify_repos(folders: list[Path], jobs: int = 1) -> list[dict]:
         if not any(path.name.startswith("eval_") for path in evaluations[folder]):
             results.append({"repo": folder.name, "setting": None, "problems": ["no eval_*.json in the repo"]})
             continue
+        card_problem = "README.md is not the card make_model_card.py writes from these evaluations"
         try:
-            current, card_problem = card_is_current(folder), "README.md is not the card make_model_card.py writes " \
-                "from these evaluations"
+            current = card_is_current(folder)
         except ValueError as error:  # e.g. a floor_check.json measured on other weights
             current, card_problem = False, f"the card cannot be made: {error}"
         for path in evaluations[folder]:
