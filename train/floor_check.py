@@ -79,8 +79,8 @@ def main(argv=None) -> dict:
                      f"{-sets[-1]['psnr_drop_db']:+.2f} dB")
         print(line, flush=True)
     summary = {"task": base.task, "setting": result["setting"], "model": base.model, "crops_per_set": crops,
-               "seed_sets": args.seed_sets,
-               "model_eps": result["model_eps"], "tradeoff_steps": args.tradeoff_steps, "sets": sets,
+               "seed_sets": args.seed_sets, "model_eps": result["model_eps"], "tradeoff_steps": args.tradeoff_steps,
+               "sets": sets,
                "command": "python train/floor_check.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     for key in ("gain_db", "gain_db_eps0") + (("lpips_reduction", "psnr_drop_db") if args.tradeoff_steps else ()):
         values = np.array([s[key] for s in sets])
@@ -92,7 +92,7 @@ def main(argv=None) -> dict:
           + (f" ± {sem:.2f} (standard error)" if sem is not None else "")
           + f"; eps 0: {summary['gain_db_eps0_mean']:+.2f} dB"
           + (f"; {args.tradeoff_steps} steps: LPIPS {-100 * summary['lpips_reduction_mean']:+.1f} %"
-             + (f" ± {100 * summary['lpips_reduction_sem']:.1f}" if sem is not None else "")
+             + (f" ± {100 * summary['lpips_reduction_sem']:.1f}" if summary["lpips_reduction_sem"] is not None else "")
              + f", PSNR {-summary['psnr_drop_db_mean']:+.2f} dB" if args.tradeoff_steps else ""))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
