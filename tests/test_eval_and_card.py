@@ -15,6 +15,7 @@ sys.path.insert(0, str(ROOT / "train"))
 
 import eval_indi  # noqa: E402
 import make_model_card  # noqa: E402
+import train_indi  # noqa: E402
 
 
 def _photos(folder: Path, count: int = 2, size: int = 64) -> Path:
@@ -175,6 +176,12 @@ def test_floor_check_repeats_the_one_step_evaluation_over_disjoint_seed_sets(tmp
         floor_check.main(["--model", str(repo), "--task", "denoise", "--data_dir", str(photos), "--tradeoff_steps", "1"])
     with pytest.raises(SystemExit):
         floor_check.main(["--model", str(repo), "--task", "denoise", "--data_dir", str(photos), "--steps", "2"])
+
+
+def test_loss_text_names_every_training_loss():
+    assert make_model_card.loss_text("psnr") == "PSNR loss (minus each image's PSNR, averaged)"
+    assert make_model_card.loss_text(None) == "L1 loss"  # runs recorded before --loss existed trained with L1
+    assert {make_model_card.loss_text(name) for name in train_indi.LOSSES} == set(make_model_card.LOSS_TEXT.values())
 
 
 def test_spacing_text_follows_the_scheduler_config():
@@ -346,7 +353,7 @@ def test_model_card_describes_every_training_stage_of_a_fine_tune(tmp_path):
     assert "Command of the last segment: `python train/train_indi.py --init_from base --seed 1`" in text[second:]
     assert "Command: `train/train_zoo.sh" in text[first:second]
     assert "p(t) uniform on (0, 1] mixed with t = 1 at weight 0.25" in text[second:]
-    assert "p(t) uniform, AdamW" in text[first:second]
+    assert "p(t) uniform, L1 loss, AdamW" in text[first:second]
     assert "(8 min on GPU X then 1 min on cpu)" in text
 
 

@@ -432,6 +432,37 @@ def test_t_sampling_one_and_init_from(tmp_path, clean_dir, train_indi):
     assert_fp16_repo(grown)
 
 
+def test_psnr_loss_is_minus_the_mean_per_image_psnr_and_trains(tmp_path, clean_dir, train_indi):
+    from indi_pipeline.metrics import psnr
+
+    clean = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    levels = torch.tensor([0.1, 0.01]).view(2, 1, 1, 1)  # 20 and 40 dB; the 60 dB floor moves the mean by 0.02 dB
+    signs = torch.randint(0, 2, clean.shape, generator=torch.Generator().manual_seed(1)) * 2.0 - 1.0
+    error = (levels * signs).requires_grad_()
+    loss = train_indi.clean_prediction_loss(error, "psnr")
+    assert loss.item() == pytest.approx(-psnr(clean + error.detach(), clean).mean().item(), abs=0.03)
+    # every image's relative error counts alike: the gradient per unit of error grows as 1 / error
+    loss.backward()
+    per_image = error.grad.abs().flatten(1).mean(1)
+    assert (per_image[1] / per_image[0]).item() == pytest.approx(10.0, rel=0.02)
+    # a perfect prediction stops at the floor: a finite loss and no pull
+    perfect = torch.zeros(2, 3, 8, 8, requires_grad=True)
+    floor_loss = train_indi.clean_prediction_loss(perfect, "psnr")
+    floor_loss.backward()
+    assert floor_loss.item() == pytest.approx(-60.0) and not perfect.grad.any()
+    with pytest.raises(ValueError, match="unknown loss 'l3'"):
+        train_indi.clean_prediction_loss(error, "l3")
+
+    out = tmp_path / "psnr"
+    train_indi.main(["--task", "defocus_deblur", "--train_data_dir", str(clean_dir), "--output_dir", str(out),
+                     "--loss", "psnr", "--max_train_steps", "2", "--report_to", "none", *FAST, *TINY])
+    record = info(out)
+    assert record["args"]["loss"] == "psnr"
+    losses = [h["loss"] for h in record["history"] if "loss" in h]
+    assert len(losses) == 2 and all(-60.0 < value < 0.0 for value in losses)
+    assert_restores(out)
+
+
 def test_size_flags_with_init_from_are_refused(tmp_path, clean_dir, train_indi, capsys):
     """With --init_from the network is the base repo's: a --width or --unshuffle would be silently ignored, so it is
     refused; the resolution is checked against the base's own input multiple (not the default network's)."""

@@ -360,6 +360,14 @@ def concurrent_runs(info: dict) -> int:
     return 5 if "train_zoo.sh" in info["command"] else 1
 
 
+LOSS_TEXT = {"l1": "L1 loss", "l2": "L2 (MSE) loss", "psnr": "PSNR loss (minus each image's PSNR, averaged)"}
+
+
+def loss_text(loss: str | None) -> str:
+    """How a card names train_indi's --loss (runs recorded before the flag existed trained with L1)."""
+    return LOSS_TEXT.get(loss or "l1", f"{loss} loss")
+
+
 def stage_line(number: int, info: dict, count: int, task_id: str) -> str:
     """One run: recipe, length, machine and the exact command (train_info.json of that run)."""
     args = info["args"]
@@ -382,7 +390,7 @@ def stage_line(number: int, info: dict, count: int, task_id: str) -> str:
     return (
         f"- {label}{other_task}: {info['global_step']} steps in {info['wall_seconds'] / 60:.1f} min on {device}{shared}, "
         f"{info['images_per_second_median']:.0f} images/s, stopped by {info['stop_reason']}{resumed}. {eps}p(t) "
-        f"{t_sampling_text(args)}, AdamW lr {args['learning_rate']:g} with {args['lr_warmup_steps']} warm-up steps then "
+        f"{t_sampling_text(args)}, {loss_text(args.get('loss'))}, AdamW lr {args['learning_rate']:g} with {args['lr_warmup_steps']} warm-up steps then "
         f"cosine over the budget, batch {args['train_batch_size']} × {args['resolution']} px crops, EMA "
         f"{args['ema_max_decay']}, mixed precision {info['mixed_precision']}, seed {args['seed']}. {command}"
     )
@@ -489,7 +497,8 @@ def build_card(folder: Path, hub_org: str | None) -> ModelCard:
         f"{unet.get('unshuffle', 2)}, encoder blocks {unet['encoder_blocks']}, middle {unet['middle_blocks']}, decoder "
         f"{unet['decoder_blocks']}; fp16 safetensors.",
         f"- InDI: eps = {scheduler['eps']:g} ({scheduler['noise_schedule']} schedule), "
-        f"p(t) = {t_sampling_text(scheduler)}, {train_args['loss'].upper()} loss on the predicted clean image. "
+        f"p(t) = {t_sampling_text(scheduler)}, {loss_text(train_args.get('loss'))} on the predicted clean image"
+        f"{' (last stage)' if len(training_stages(info)) > 1 else ''}. "
         f"{spacing_text(scheduler)}",
         *(stage_line(number, stage, len(stages), task.task_id) for number, stage in enumerate(stages, 1)),
         f"- Data: {DATA_SUMMARY}",

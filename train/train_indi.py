@@ -139,7 +139,14 @@ def parse_args(argv=None):
         "--t_sampling", type=str, default="uniform", choices=T_SAMPLINGS, help="p(t); `one` = plain regression."
     )
     parser.add_argument("--t_one_probability", type=float, default=0.1, help="Mass at t = 1 for `mixture`.")
-    parser.add_argument("--loss", type=str, default="l1", choices=["l1", "l2"], help="Loss on the clean prediction.")
+    parser.add_argument(
+        "--loss",
+        type=str,
+        default="l1",
+        choices=sorted(LOSSES),
+        help="Loss on the clean prediction: `l1`, `l2`, or `psnr` (minus each image's PSNR, averaged: every image's "
+        "relative error counts alike, as in the evaluation's mean PSNR over crops; NAFNet's PSNRLoss).",
+    )
     parser.add_argument(
         "--init_from",
         type=str,
@@ -430,6 +437,24 @@ def batch_stream(args, images: list, device: torch.device, seed: int, rank: int)
     return iter(loader), sampler, why
 
 
+LOSSES = ("l1", "l2", "psnr")
+# A floor under each image's MSE for the `psnr` loss (60 dB): an image already restored that well, such as one at t
+# near 0 that is nearly its clean self, stops pulling the weights (the log's gradient grows as 1 / MSE).
+PSNR_LOSS_MSE_FLOOR = 1e-6
+
+
+def clean_prediction_loss(error: torch.Tensor, kind: str) -> torch.Tensor:
+    """The training loss of ``error`` = prediction - clean, (N, C, H, W), as one scalar (see ``--loss``)."""
+    if kind == "l1":
+        return error.abs().mean()
+    if kind == "l2":
+        return error.square().mean()
+    if kind == "psnr":
+        mse = error.square().flatten(1).mean(dim=1)
+        return (10.0 / math.log(10.0)) * torch.log(mse + PSNR_LOSS_MSE_FLOOR).mean()
+    raise ValueError(f"unknown loss {kind!r}; choose from {sorted(LOSSES)}")
+
+
 def training_input(batch: dict, degrader, scheduler, generator, device) -> tuple[torch.Tensor, ...]:
     """(clean, x_t, t) of one training batch: uint8 crops to [0, 1], degraded (unless the batch holds real pairs),
     a time t ~ p(t) per sample and x_t on InDI's path. Launches device work only (no read back from the device)."""
@@ -589,7 +614,7 @@ def main(argv=None):
             with accelerator.autocast():
                 prediction = forward_model(x_t, scheduler.t_to_timestep(t)).sample
             error = prediction.float() - clean
-            loss = error.abs().mean() if args.loss == "l1" else error.square().mean()
+            loss = clean_prediction_loss(error, args.loss)
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
