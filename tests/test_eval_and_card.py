@@ -423,6 +423,31 @@ def test_oracle_deconvolution_reproduces_the_evaluation_blur_and_beats_it(tmp_pa
     assert len(result["images"]) == 2 and json.loads((tmp_path / "oracle.json").read_text()) == result
     # Told the true kernel, the best regularised inverse restores smooth photos better than the blurred input.
     assert result["oracle_psnr"] > result["input_psnr"] + 1.0
+    assert "model" not in result and "by_blur_size" not in result
+
+
+def test_oracle_deconvolution_tabulates_a_model_s_gain_by_blur_size(tmp_path):
+    import oracle_deconvolution
+
+    photos = _photos(tmp_path / "photos", count=2, size=128)
+    repo = _repo(tmp_path / "repo", "defocus_deblur", identity=True)
+    result = oracle_deconvolution.main(["--task", "defocus_deblur", "--data_dir", str(photos), "--crop", "64",
+                                        "--grid", "2", "--model", str(repo), "--bins", "2", "--threads", "1"])
+    rows = result["images"]
+    assert len(rows) == 8 and all(1.0 <= r["blur_size"] <= 6.0 for r in rows)
+    # the identity model's 1 step returns the blurred input (clipped to [0, 1] by the pipeline, where the noise left
+    # it): no gain in any bin
+    assert all(r["model_psnr"] == pytest.approx(r["input_psnr"], abs=0.05) for r in rows)
+    table = result["by_blur_size"]
+    assert sum(b["crops"] for b in table) == 8
+    assert all(b["blur_size"] in ([1.0, 3.5], [3.5, 6.0]) for b in table)  # empty bins are left out
+    for b in table:
+        members = [r for r in rows if b["blur_size"][0] <= r["blur_size"] <= b["blur_size"][1]]
+        assert b["crops"] == len(members) and b["model_gain_db"] == pytest.approx(0.0, abs=0.05)
+        assert b["oracle_gain_db"] == pytest.approx(np.mean([r["oracle_psnr"] - r["input_psnr"] for r in members]))
+    # the radius recorded is the one the blur used: a larger disk blurs more
+    small, large = min(rows, key=lambda r: r["blur_size"]), max(rows, key=lambda r: r["blur_size"])
+    assert small["blur_size"] < large["blur_size"]
 
 
 def test_verify_zoo_reruns_the_recorded_evaluation_and_checks_the_card(tmp_path, capsys):
