@@ -432,7 +432,7 @@ def test_t_sampling_one_and_init_from(tmp_path, clean_dir, train_indi):
     assert_fp16_repo(grown)
 
 
-def test_psnr_loss_is_minus_the_mean_per_image_psnr_and_trains(tmp_path, clean_dir, train_indi):
+def test_psnr_and_nmse_losses_weigh_every_image_alike_and_train(tmp_path, clean_dir, train_indi):
     from indi_pipeline.metrics import psnr
 
     clean = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
@@ -453,14 +453,26 @@ def test_psnr_loss_is_minus_the_mean_per_image_psnr_and_trains(tmp_path, clean_d
     with pytest.raises(ValueError, match="unknown loss 'l3'"):
         train_indi.clean_prediction_loss(error, "l3")
 
-    out = tmp_path / "psnr"
-    train_indi.main(["--task", "defocus_deblur", "--train_data_dir", str(clean_dir), "--output_dir", str(out),
-                     "--loss", "psnr", "--max_train_steps", "2", "--report_to", "none", *FAST, *TINY])
-    record = info(out)
-    assert record["args"]["loss"] == "psnr"
-    losses = [h["loss"] for h in record["history"] if "loss" in h]
-    assert len(losses) == 2 and all(-60.0 < value < 0.0 for value in losses)
-    assert_restores(out)
+    # nmse: each image's MSE over its degraded input's, so both images here (half their input's error) count alike
+    error.grad = None
+    input_error = 2 * error.detach()
+    relative = train_indi.clean_prediction_loss(error, "nmse", input_error)
+    assert relative.item() == pytest.approx(0.25, rel=0.01)
+    relative.backward()
+    per_image = error.grad.abs().flatten(1).mean(1)
+    assert (per_image[1] / per_image[0]).item() == pytest.approx(10.0, rel=0.02)
+    with pytest.raises(ValueError, match="needs the degraded input's error"):
+        train_indi.clean_prediction_loss(error, "nmse")
+
+    for loss, bounds in (("psnr", (-60.0, 0.0)), ("nmse", (0.0, 2.0))):
+        out = tmp_path / loss
+        train_indi.main(["--task", "defocus_deblur", "--train_data_dir", str(clean_dir), "--output_dir", str(out),
+                         "--loss", loss, "--max_train_steps", "2", "--report_to", "none", *FAST, *TINY])
+        record = info(out)
+        assert record["args"]["loss"] == loss
+        losses = [h["loss"] for h in record["history"] if "loss" in h]
+        assert len(losses) == 2 and all(bounds[0] < value < bounds[1] for value in losses), (loss, losses)
+        assert_restores(out)
 
 
 def test_size_flags_with_init_from_are_refused(tmp_path, clean_dir, train_indi, capsys):

@@ -360,7 +360,12 @@ def concurrent_runs(info: dict) -> int:
     return 5 if "train_zoo.sh" in info["command"] else 1
 
 
-LOSS_TEXT = {"l1": "L1 loss", "l2": "L2 (MSE) loss", "psnr": "PSNR loss (minus each image's PSNR, averaged)"}
+LOSS_TEXT = {
+    "l1": "L1 loss",
+    "l2": "L2 (MSE) loss",
+    "psnr": "PSNR loss (minus each image's PSNR, averaged)",
+    "nmse": "input-normalised MSE loss (each image's MSE over its degraded input's)",
+}
 
 
 def loss_text(loss: str | None) -> str:

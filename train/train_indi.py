@@ -144,8 +144,10 @@ def parse_args(argv=None):
         type=str,
         default="l1",
         choices=sorted(LOSSES),
-        help="Loss on the clean prediction: `l1`, `l2`, or `psnr` (minus each image's PSNR, averaged: every image's "
-        "relative error counts alike, as in the evaluation's mean PSNR over crops; NAFNet's PSNRLoss).",
+        help="Loss on the clean prediction: `l1`, `l2`, `psnr` (minus each image's PSNR, averaged: every image's "
+        "relative error counts alike, as in the evaluation's mean PSNR over crops; NAFNet's PSNRLoss), or `nmse` "
+        "(each image's MSE over its degraded input's: every image's difficulty counts alike, while an x_t near the "
+        "clean image, at small t, keeps the small weight it has under l2).",
     )
     parser.add_argument(
         "--init_from",
@@ -437,27 +439,35 @@ def batch_stream(args, images: list, device: torch.device, seed: int, rank: int)
     return iter(loader), sampler, why
 
 
-LOSSES = ("l1", "l2", "psnr")
-# A floor under each image's MSE for the `psnr` loss (60 dB): an image already restored that well, such as one at t
-# near 0 that is nearly its clean self, stops pulling the weights (the log's gradient grows as 1 / MSE).
-PSNR_LOSS_MSE_FLOOR = 1e-6
+LOSSES = ("l1", "l2", "psnr", "nmse")
+# A floor under each image's MSE for the `psnr` and `nmse` losses (60 dB): an image already restored that well (psnr),
+# or degraded that little (nmse), stops pulling the weights (their gradients grow as 1 / MSE).
+LOSS_MSE_FLOOR = 1e-6
 
 
-def clean_prediction_loss(error: torch.Tensor, kind: str) -> torch.Tensor:
-    """The training loss of ``error`` = prediction - clean, (N, C, H, W), as one scalar (see ``--loss``)."""
+def per_image_mse(error: torch.Tensor) -> torch.Tensor:
+    return error.square().flatten(1).mean(dim=1)
+
+
+def clean_prediction_loss(error: torch.Tensor, kind: str, input_error: torch.Tensor | None = None) -> torch.Tensor:
+    """The training loss of ``error`` = prediction - clean, (N, C, H, W), as one scalar (see ``--loss``);
+    ``input_error`` = degraded - clean, which `nmse` divides by."""
     if kind == "l1":
         return error.abs().mean()
     if kind == "l2":
         return error.square().mean()
     if kind == "psnr":
-        mse = error.square().flatten(1).mean(dim=1)
-        return (10.0 / math.log(10.0)) * torch.log(mse + PSNR_LOSS_MSE_FLOOR).mean()
+        return (10.0 / math.log(10.0)) * torch.log(per_image_mse(error) + LOSS_MSE_FLOOR).mean()
+    if kind == "nmse":
+        if input_error is None:
+            raise ValueError("the nmse loss needs the degraded input's error")
+        return (per_image_mse(error) / (per_image_mse(input_error) + LOSS_MSE_FLOOR)).mean()
     raise ValueError(f"unknown loss {kind!r}; choose from {sorted(LOSSES)}")
 
 
 def training_input(batch: dict, degrader, scheduler, generator, device) -> tuple[torch.Tensor, ...]:
-    """(clean, x_t, t) of one training batch: uint8 crops to [0, 1], degraded (unless the batch holds real pairs),
-    a time t ~ p(t) per sample and x_t on InDI's path. Launches device work only (no read back from the device)."""
+    """(clean, degraded, x_t, t) of one training batch: uint8 crops to [0, 1], degraded (unless the batch holds real
+    pairs), a time t ~ p(t) per sample and x_t on InDI's path. Launches device work only (no read back from the device)."""
     clean = batch["clean"].to(device, non_blocking=True).float() / 255.0
     if "degraded" in batch:
         degraded = batch["degraded"].to(device, non_blocking=True).float() / 255.0
@@ -465,7 +475,7 @@ def training_input(batch: dict, degrader, scheduler, generator, device) -> tuple
         degraded = degrader(clean)
     t = scheduler.sample_t(clean.shape[0], generator=generator, device=device)
     noise = torch.randn(clean.shape, generator=generator, device=device) if scheduler.config.eps > 0 else None
-    return clean, scheduler.forward_sample(clean, degraded, t, noise), t
+    return clean, degraded, scheduler.forward_sample(clean, degraded, t, noise), t
 
 
 def validation_batch(args, device) -> torch.Tensor | None:
@@ -606,7 +616,7 @@ def main(argv=None):
     model.train()
 
     while global_step < args.max_train_steps:
-        clean, x_t, t = training_input(next(data_iter), degrader, scheduler, generator, accelerator.device)
+        clean, degraded, x_t, t = training_input(next(data_iter), degrader, scheduler, generator, accelerator.device)
         if args.channels_last:
             x_t = x_t.contiguous(memory_format=torch.channels_last)
 
@@ -614,7 +624,7 @@ def main(argv=None):
             with accelerator.autocast():
                 prediction = forward_model(x_t, scheduler.t_to_timestep(t)).sample
             error = prediction.float() - clean
-            loss = clean_prediction_loss(error, args.loss)
+            loss = clean_prediction_loss(error, args.loss, degraded - clean if args.loss == "nmse" else None)
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
