@@ -395,8 +395,8 @@ def stage_line(number: int, info: dict, count: int, task_id: str) -> str:
     return (
         f"- {label}{other_task}: {info['global_step']} steps in {info['wall_seconds'] / 60:.1f} min on {device}{shared}, "
         f"{info['images_per_second_median']:.0f} images/s, stopped by {info['stop_reason']}{resumed}. {eps}p(t) "
-        f"{t_sampling_text(args)}, {loss_text(args.get('loss'))}, AdamW lr {args['learning_rate']:g} with {args['lr_warmup_steps']} warm-up steps then "
-        f"cosine over the budget, batch {args['train_batch_size']} × {args['resolution']} px crops, EMA "
+        f"{t_sampling_text(args)}, {loss_text(args.get('loss'))}, AdamW lr {args['learning_rate']:g} with "
+        f"{args['lr_warmup_steps']} warm-up steps then cosine over the budget, batch {args['train_batch_size']} × {args['resolution']} px crops, EMA "
         f"{args['ema_max_decay']}, mixed precision {info['mixed_precision']}, seed {args['seed']}. {command}"
     )
 
@@ -503,7 +503,7 @@ def build_card(folder: Path, hub_org: str | None) -> ModelCard:
         f"{unet['decoder_blocks']}; fp16 safetensors.",
         f"- InDI: eps = {scheduler['eps']:g} ({scheduler['noise_schedule']} schedule), "
         f"p(t) = {t_sampling_text(scheduler)}, {loss_text(train_args.get('loss'))} on the predicted clean image"
-        f"{' (last stage)' if len(training_stages(info)) > 1 else ''}. "
+        f"{' (last stage)' if len(stages) > 1 else ''}. "
         f"{spacing_text(scheduler)}",
         *(stage_line(number, stage, len(stages), task.task_id) for number, stage in enumerate(stages, 1)),
         f"- Data: {DATA_SUMMARY}",

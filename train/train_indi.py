@@ -446,6 +446,7 @@ LOSS_MSE_FLOOR = 1e-6
 
 
 def per_image_mse(error: torch.Tensor) -> torch.Tensor:
+    # not indi_pipeline.metrics.psnr: that one runs without gradients and has no floor
     return error.square().flatten(1).mean(dim=1)
 
 
