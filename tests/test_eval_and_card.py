@@ -371,6 +371,24 @@ def test_stage_line_names_the_launcher_the_gpu_share_and_a_different_task():
     assert line.endswith("Command: `train/train_indi.py --task defocus_deblur`.")
 
 
+def test_stage_line_says_when_a_stage_grew_its_base_network():
+    base = _train_info("train/train_indi.py --encoder_blocks 1 1 1 1", 40, "cpu")
+    base["args"].update(encoder_blocks=[1, 1, 1, 1])  # the defaults, spelled out: not a growth of anything
+    command = "train/train_indi.py --init_from base --encoder_blocks 1 1 2 4 --middle_blocks 4"
+    info = _train_info(command, 30, "cpu", base=base)
+    info["args"].update(init_from="base", encoder_blocks=[1, 1, 2, 4], middle_blocks=4)
+    line = make_model_card.stage_line(2, info, 2, "motion_deblur")
+    assert line.startswith("- Stage 2 of 2 (fine-tunes the previous), grown to encoder [1, 1, 2, 4], middle 4 blocks "
+                           "(the added blocks start as identities): 30 steps")
+    assert "grown to" not in make_model_card.stage_line(1, base, 2, "motion_deblur")
+    # A later fine-tune of the grown net inherits its blocks (flags left out) or repeats them: no growth either time.
+    later = _train_info("train/train_indi.py --init_from grown", 20, "cpu", base=info)
+    later["args"].update(init_from="grown")
+    assert "grown to" not in make_model_card.stage_line(3, later, 3, "motion_deblur")
+    later["args"].update(encoder_blocks=[1, 1, 2, 4])
+    assert "grown to" not in make_model_card.stage_line(3, later, 3, "motion_deblur")
+
+
 def test_regression_baseline_row_and_plot_line(tmp_path):
     repo = _repo(tmp_path / "repo", "jpeg", identity=False)
     baseline = _repo(tmp_path / "baseline", "jpeg", identity=True)  # stands in for a `--t_sampling one` model

@@ -10,6 +10,7 @@ into the repo folder and from `train_info.json` that `train/train_indi.py` wrote
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from indi_pipeline.network import InDINet  # noqa: E402
 from indi_pipeline.tasks import get_task  # noqa: E402
 
 # What each model was trained on, so users know when it will fail (design.md §4).
@@ -373,10 +375,36 @@ def loss_text(loss: str | None) -> str:
     return LOSS_TEXT.get(loss or "l1", f"{loss} loss")
 
 
+BLOCK_KEYS = ("encoder_blocks", "middle_blocks", "decoder_blocks")
+
+
+def stage_blocks(info: dict | None) -> dict:
+    """A stage's block counts: its own flags, else its base's (a fine-tune keeps its base's net), else InDINet's."""
+    if info is None:
+        defaults = inspect.signature(InDINet.__init__).parameters
+        return {key: tuple(defaults[key].default) if key != "middle_blocks" else defaults[key].default
+                for key in BLOCK_KEYS}
+    inherited = stage_blocks(info.get("init_from_train_info"))
+    given = {key: info["args"].get(key) for key in BLOCK_KEYS}
+    return {key: inherited[key] if value is None else (tuple(value) if isinstance(value, list) else value)
+            for key, value in given.items()}
+
+
+def grown_text(info: dict) -> str:
+    """What a fine-tune added to its base network (train_indi.py --init_from with more blocks: grow_network.py)."""
+    if not info["args"].get("init_from"):
+        return ""
+    before, after = stage_blocks(info.get("init_from_train_info")), stage_blocks(info)
+    changed = [f"{key.split('_')[0]} {list(value) if isinstance(value, tuple) else value}"
+               for key, value in after.items() if value != before[key]]
+    return f", grown to {', '.join(changed)} blocks (the added blocks start as identities)" if changed else ""
+
+
 def stage_line(number: int, info: dict, count: int, task_id: str) -> str:
     """One run: recipe, length, machine and the exact command (train_info.json of that run)."""
     args = info["args"]
     label = "Run" if count == 1 else f"Stage {number} of {count}" + (" (fine-tunes the previous)" if number > 1 else "")
+    label += grown_text(info)
     device = info["device"]
     runs = concurrent_runs(info)
     shared = f", one of {runs} training runs sharing it" if runs > 1 else ""
