@@ -24,6 +24,8 @@
 #     --resolution 192 --train_batch_size 64
 # For the deblurring models add --loss nmse --t_one_probability 0.5: on the CPU it gained the motion model +0.19 dB at 1
 # step over 8 draws in 95 minutes, against +0.04 dB for 40 minutes of L1, mostly on mild blur (README, Model zoo).
+# The motion model has since plateaued on the CPU (108 more minutes: +0.007 dB), while a deeper copy trained beside it
+# gained +0.046 dB: give it ZOO_GROWN_FLAGS="--encoder_blocks 1 1 2 4 --middle_blocks 4 --decoder_blocks 2 1 1 1".
 # A second call on the still-warm machine can go on from the first's output: GPU_SESSION_WORK=/tmp/gs2
 # ZOO_INIT_ROOT=/tmp/gpu_session/zoo (the first call's work folder). Never `pkill -f` a pattern that the call's own
 # command line contains: it kills the call's shell (one lent call was lost so).
