@@ -36,7 +36,7 @@ def test_gpu_session_fine_tunes_and_packs_a_loadable_repo(tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, ZOO_TASKS="motion_deblur", ZOO_INIT_ROOT=str(tmp_path / "candidates"), SKIP_BENCH="1",
                ZOO_GROWN_FLAGS="--encoder_blocks 2 1", GPU_SESSION_WORK=str(tmp_path / "session"),
-               OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+               OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PART_BYTES="20000")
     result = subprocess.run(
         ["bash", str(ROOT / "train" / "gpu_session.sh"), str(out), "0.5", "--resolution", "64",
          "--train_batch_size", "2", "--max_train_steps", "2", "--mixed_precision", "no", "--report_to", "none"],
@@ -46,7 +46,17 @@ def test_gpu_session_fine_tunes_and_packs_a_loadable_repo(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:] + (log.read_text()[-3000:] if log.exists() else "")
     assert (out / "report.tar.gz").is_file()
 
-    with tarfile.open(out / "indi-motion_deblur.tar") as tar:
+    # PART_BYTES is set below the tiny repos' tars, so each comes as parts (a file over 16 MiB would not come back
+    # from the lent machine, and a grown net's repo can be bigger), which join into the tar.
+    def joined_tar(name: str) -> tarfile.TarFile:
+        parts = sorted(out.glob(f"{name}.*"))
+        assert len(parts) > 1 and not (out / name).exists()
+        assert all(part.stat().st_size <= 20000 for part in parts)
+        joined = tmp_path / name
+        joined.write_bytes(b"".join(part.read_bytes() for part in parts))
+        return tarfile.open(joined)
+
+    with joined_tar("indi-motion_deblur.tar") as tar:
         tar.extractall(tmp_path / "back", filter="data")
     repo = tmp_path / "back" / "indi-motion_deblur"
     info = json.loads((repo / "train_info.json").read_text())
@@ -59,7 +69,7 @@ def test_gpu_session_fine_tunes_and_packs_a_loadable_repo(tmp_path):
     assert info["concurrent_runs"] == 2
 
     # the grown run: the base's network with one more block in the first encoder level
-    with tarfile.open(out / "indi-motion_deblur-grown.tar") as tar:
+    with joined_tar("indi-motion_deblur-grown.tar") as tar:
         tar.extractall(tmp_path / "grown", filter="data")
     grown = json.loads((tmp_path / "grown" / "indi-motion_deblur" / "unet" / "config.json").read_text())
     assert grown["width"] == 8 and grown["encoder_blocks"] == [2, 1]

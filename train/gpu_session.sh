@@ -5,12 +5,14 @@
 #      --decoder_blocks 1 1 1 2") a second run per task beside the first, fine-tuning a deeper copy of its init repo
 #      (train/grow_network.py; needs ZOO_INIT_ROOT);
 #   2. packs into OUT one tar per trained repo (model_index, scheduler, unet with fp16 weights, train_info.json;
-#      13 MB each): indi-<task>.tar, and indi-<task>-grown.tar for the grown runs;
+#      13 MB each): indi-<task>.tar, and indi-<task>-grown.tar for the grown runs; a tar over PART_BYTES (default
+#      15 MiB, under the 16 MiB a returned file may have) comes as parts indi-<task>-grown.tar.00, .01, ...;
 #   3. runs gpu_bench.sh on the first trained model (training images/s with real vs synthetic data, inference eager /
 #      bf16 / compile / CUDA graphs, the crop benchmark) for at most BENCH_SECONDS (default 240), unless SKIP_BENCH=1;
 #   4. packs the training logs (report.tar.gz) and the bench's logs and JSON (bench_report.tar.gz).
-# Back on the CPU: tar -xf OUT/indi-<task>.tar -C outputs/zoo_candidates, then train/eval_indi.py on it (see
-# train/eval_zoo.sh), and copy it into model_cards/ only if the evaluation shows it is better.
+# Back on the CPU: tar -xf OUT/indi-<task>.tar -C outputs/zoo_candidates (parts: cat OUT/indi-<task>-grown.tar.* |
+# tar -x -C outputs/zoo_candidates), then train/eval_indi.py on it (see train/eval_zoo.sh), and copy it into
+# model_cards/ only if the evaluation shows it is better.
 #
 # Upload limit (64 MiB): the tracked tree is ~84 MiB, so before the call delete the bundled weights here that the run
 # does not fine-tune, and the LPIPS weights (rm model_cards/indi-<other tasks>/unet/diffusion_pytorch_model.safetensors
@@ -56,12 +58,20 @@ if [[ -n "${ZOO_GROWN_FLAGS:-}" ]]; then
   train/train_zoo.sh "$work/grown" "$minutes" "$@" $ZOO_GROWN_FLAGS & runs+=($!); variants+=(grown)
 fi
 for run in "${runs[@]}"; do wait "$run" || status=1; done
+# A file over 16 MiB does not come back from the lent machine, and a grown net's repo can be bigger (12.7 M parameters:
+# 25 MB): such a tar leaves as NAME.tar.00, NAME.tar.01, ... (cat them back together).
+split_if_too_big() {
+  local file=$1 limit=${PART_BYTES:-15728640}
+  (( $(stat -c %s "$file") > limit )) || return 0
+  split -b "$limit" -d -a 2 "$file" "$file." && rm "$file"
+}
 for variant in "${variants[@]}"; do
   suffix=""; [[ $variant == grown ]] && suffix="-grown"
   for task in $ZOO_TASKS; do
     if [[ -f "$work/$variant/indi-$task/model_index.json" ]]; then
       tar -C "$work/$variant" -cf "$out/indi-$task$suffix.tar" "indi-$task/model_index.json" "indi-$task/scheduler" \
         "indi-$task/unet" "indi-$task/train_info.json"
+      split_if_too_big "$out/indi-$task$suffix.tar"
     else
       echo "gpu_session: $task ($variant) produced no model (see its log)" >&2; status=1
     fi
