@@ -14,6 +14,8 @@ from indi_pipeline.network import InDINet
 
 # Config keys that must be equal for the weights to carry over one to one.
 FIXED_KEYS = ("in_channels", "out_channels", "width", "unshuffle", "time_embedding_dim", "num_train_timesteps")
+# The config keys a growth may raise (train_indi.py's flags of the same names; the cards name a growth by them).
+BLOCK_KEYS = ("encoder_blocks", "middle_blocks", "decoder_blocks")
 
 
 def block_names(config) -> list[str]:

@@ -19,9 +19,12 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # train/: grow_network
 
+from grow_network import BLOCK_KEYS  # noqa: E402
 from indi_pipeline.network import InDINet  # noqa: E402
 from indi_pipeline.tasks import get_task  # noqa: E402
+
 
 # What each model was trained on, so users know when it will fail (design.md §4).
 TRAINING_DEGRADATION = {
@@ -373,9 +376,6 @@ LOSS_TEXT = {
 def loss_text(loss: str | None) -> str:
     """How a card names train_indi's --loss (runs recorded before the flag existed trained with L1)."""
     return LOSS_TEXT.get(loss or "l1", f"{loss} loss")
-
-
-BLOCK_KEYS = ("encoder_blocks", "middle_blocks", "decoder_blocks")
 
 
 def stage_blocks(info: dict | None) -> dict:

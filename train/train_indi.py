@@ -53,7 +53,7 @@ from data import (  # noqa: E402
 )
 from device_crops import DeviceCropSampler  # noqa: E402
 from device_degradation import DeviceDegrader  # noqa: E402
-from grow_network import grow_network  # noqa: E402
+from grow_network import BLOCK_KEYS, grow_network  # noqa: E402
 
 logger = get_logger(__name__, log_level="INFO")
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -305,12 +305,9 @@ def divergence_reason(mean_loss: float, losses: list[torch.Tensor], first_step: 
 
 
 # -------------------------------------------------------------------------------------------------------- the model
-BLOCK_FLAGS = ("encoder_blocks", "middle_blocks", "decoder_blocks")
-
-
 def requested_blocks(args) -> dict:
     """The block counts given on the command line; a flag left out is not in the dict (InDINet's default applies)."""
-    blocks = {key: getattr(args, key) for key in BLOCK_FLAGS if getattr(args, key) is not None}
+    blocks = {key: getattr(args, key) for key in BLOCK_KEYS if getattr(args, key) is not None}
     return {key: tuple(v) if isinstance(v, list) else v for key, v in blocks.items()}
 
 
