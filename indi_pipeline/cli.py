@@ -391,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="number of InDI steps: 1 = plain regression (best PSNR, smooth), more = sharper, more realistic detail "
-        "(default: the task's default, 10)",
+        "(default: the task's own, which `indi tasks` lists: its model card's recommended steps or fewer)",
     )
     start = restore.add_mutually_exclusive_group()
     start.add_argument(

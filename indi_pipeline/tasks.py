@@ -23,7 +23,7 @@ class Task:
     task_id: str
     title: str
     description: str
-    # The app's and CLI's default: the card's recommended steps (sr4 16, defocus 8, motion 8), or fewer where those
+    # The app's and CLI's default: the card's recommended steps (sr4 16, defocus 8, motion 4), or fewer where those
     # cost much more time for little: 8 where jpeg (q10) recommends 32, for most of its LPIPS gain (0.127 vs 0.123);
     # 8 where the denoiser recommends 64 (sigma 50: -12 % LPIPS): at 8 steps sigma 50 is better than 1 step on both
     # PSNR and LPIPS, and sigma 25 already has -13 % LPIPS for -0.2 dB, at 1/8 of 64 steps' time.
@@ -77,7 +77,7 @@ TASKS: dict[str, Task] = {
             "motion_deblur",
             "Motion deblurring",
             "Removes camera-shake blur (unknown random shake path, 5-25 px long).",
-            default_steps=8,
+            default_steps=4,
             eps=0.01,
         ),
         Task(
