@@ -389,6 +389,30 @@ def test_stage_line_says_when_a_stage_grew_its_base_network():
     assert "grown to" not in make_model_card.stage_line(3, later, 3, "motion_deblur")
 
 
+def test_a_missed_floor_says_what_the_stages_tried():
+    """Below its floor, a card lists what its training tried (from train_info.json), not a promise of more of the same."""
+    first = _train_info("python train/train_indi.py", 50, "NVIDIA H200")  # 50 steps of 12 s: 10 min
+    first["args"].update(eps=0.02)
+    second = _train_info("python train/train_indi.py --init_from first", 475, "CPU (AMD EPYC, 1 thread)", base=first)
+    second["args"].update(loss="nmse", t_sampling="mixture", t_one_probability=0.5, eps=0.01, init_from="first")
+    third = _train_info("python train/train_indi.py --init_from second", 25, "NVIDIA H100", base=second)
+    third["args"].update(loss="nmse", t_sampling="mixture", t_one_probability=0.4, eps=0.01, init_from="second",
+                         encoder_blocks=[1, 1, 2, 4], middle_blocks=4)
+    stages = make_model_card.training_stages(third)
+    assert make_model_card.tried_text(stages) == (
+        "Its stages above tried L1 and input-normalised MSE losses; p(t) uniform on (0, 1], alone and mixed with t = 1 "
+        "at weight 0.4 or 0.5; eps 0.02 and 0.01; encoder [1, 1, 1, 1], middle 2, decoder [1, 1, 1, 1] grown to "
+        "encoder [1, 1, 2, 4], middle 4, decoder [1, 1, 1, 1] blocks; 15 min of training on GPUs and 95 min on CPUs.")
+    motion = [{"setting": "default", "gain_over_input_db_one_step": 1.25, "model_eps": 0.01,
+               "table": [_row("degraded input", None, 29.5, 0.25), _row("InDI", 1, 30.75, 0.20)]}]
+    line = make_model_card.floor_limitations(motion, "motion_deblur", stages=stages)[0]
+    assert "until a better model replaces it. Its stages above tried L1" in line and "a GPU" not in line
+    # One network throughout, one p(t): no "grown to", no "alone and".
+    assert make_model_card.tried_text(stages[:1]) == (
+        "Its stages above tried L1 losses; p(t) uniform; eps 0.02; encoder [1, 1, 1, 1], middle 2, decoder [1, 1, 1, 1] "
+        "blocks; 10 min of training on GPUs and 0 min on CPUs.")
+
+
 def test_regression_baseline_row_and_plot_line(tmp_path):
     repo = _repo(tmp_path / "repo", "jpeg", identity=False)
     baseline = _repo(tmp_path / "baseline", "jpeg", identity=True)  # stands in for a `--t_sampling one` model

@@ -310,7 +310,10 @@ def improvement_over_input(evaluation: dict) -> str:
         if parts else "it does not improve on the input"
 
 
-def floor_limitations(evaluations: list[dict], task_id: str, repeated: dict | None = None) -> list[str]:
+def floor_limitations(evaluations: list[dict], task_id: str, repeated: dict | None = None,
+                      stages: list[dict] | None = None) -> list[str]:
+    """Limitations lines for floors missed or met only within the noise; with the training ``stages``, a miss says
+    what they tried (a card must not promise that more of the same will beat it when its stages say otherwise)."""
     checks = floor_checks(evaluations, task_id, repeated)
     misses = [c for c in checks if c.verdict == "missed"]
     close = [c for c in checks if c.verdict == "within noise"]
@@ -324,8 +327,13 @@ def floor_limitations(evaluations: list[dict], task_id: str, repeated: dict | No
     lines = []
     if misses:
         short = ", ".join(named(c, f"by {c.floor - c.estimate:.2f} dB") for c in misses)
-        lines.append(f"- Below the project's quality floor ({short}): {why}, until a longer training run (more "
-                     "images, a GPU) beats it.")
+        if stages:
+            lines.append(f"- Below the project's quality floor ({short}): {why}, until a better model replaces it. "
+                         f"{tried_text(stages)} What is left to try: a larger network within the speed budget, "
+                         "trained far longer (the project README's Model zoo section has the measurements).")
+        else:
+            lines.append(f"- Below the project's quality floor ({short}): {why}, until a longer training run (more "
+                         "images, a GPU) beats it.")
     if close:
         near = ", ".join(named(c, f"{c.estimate:+.2f} ± {c.repeated['gain_db_sem']:.2f} dB against "
                                   f"{c.floor:+.1f} dB") for c in close)
@@ -427,6 +435,32 @@ def stage_line(number: int, info: dict, count: int, task_id: str) -> str:
         f"{args['lr_warmup_steps']} warm-up steps then cosine over the budget, batch {args['train_batch_size']} × {args['resolution']} px crops, EMA "
         f"{args['ema_max_decay']}, mixed precision {info['mixed_precision']}, seed {args['seed']}. {command}"
     )
+
+
+def tried_text(stages: list[dict]) -> str:
+    """What the stages tried, in one sentence: losses, p(t), eps, the networks, and training minutes on GPUs and CPUs."""
+    def listed(values, last: str = "and") -> str:  # distinct values in first-seen order ("" for none)
+        distinct = list(dict.fromkeys(values))
+        return ", ".join(distinct[:-1]) + f" {last} {distinct[-1]}" if len(distinct) > 1 else "".join(distinct)
+
+    def blocks_text(blocks: dict) -> str:
+        return ", ".join(f"{key.split('_')[0]} {list(v) if isinstance(v, tuple) else v}" for key, v in blocks.items())
+
+    losses = listed(loss_text(s["args"].get("loss")).split(" loss")[0] for s in stages)
+    weights = [s["args"]["t_one_probability"] for s in stages if s["args"]["t_sampling"] == "mixture"]
+    uniform = any(s["args"]["t_sampling"] == "uniform" for s in stages)
+    weight = f"mixed with t = 1 at weight {listed((f'{w:g}' for w in sorted(weights)), 'or')}" if weights else ""
+    p_t = ([f"uniform on (0, 1], alone and {weight}" if uniform else f"uniform on (0, 1] {weight}"] if weights
+           else ["uniform"] if uniform else [])
+    others = sorted({s["args"]["t_sampling"] for s in stages} - {"mixture", "uniform"})
+    eps = listed(f"{s['args']['eps']:g}" for s in stages if s["args"].get("eps") is not None)
+    networks = [blocks_text(dict(blocks)) for blocks in dict.fromkeys(tuple(stage_blocks(s).items()) for s in stages)]
+    network = f"{networks[0]} blocks" if len(networks) == 1 else f"{networks[0]} grown to {networks[-1]} blocks"
+    gpu = sum(s["wall_seconds"] for s in stages if not s["device"].lower().startswith("cpu")) / 60
+    cpu = sum(s["wall_seconds"] for s in stages if s["device"].lower().startswith("cpu")) / 60
+    parts = [f"{losses} losses", f"p(t) {listed(p_t + others)}", f"eps {eps}" if eps else "", network,
+             f"{gpu:.0f} min of training on GPUs and {cpu:.0f} min on CPUs"]
+    return f"Its stages above tried {'; '.join(part for part in parts if part)}."
 
 
 def total_training_text(stages: list[dict]) -> str:
@@ -540,7 +574,7 @@ def build_card(folder: Path, hub_org: str | None) -> ModelCard:
         "",
         f"- A short run ({total_training_text(stages)}) on 29 photos: the numbers above are what this model does, not "
         "what InDI can do with the paper's budget. Fine-tune with `train/train_indi.py --init_from` on your own data.",
-        *floor_limitations(evaluations, task.task_id, repeated),
+        *floor_limitations(evaluations, task.task_id, repeated, stages),
         "- Synthetic degradations only; see the failure cases above.",
         "- Extra steps invent plausible detail: do not use the output as evidence of what was in the scene.",
         "",
