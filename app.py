@@ -143,10 +143,15 @@ def _number(value, name: str, low: float, high: float | None = None, whole: bool
     return int(value) if whole else float(value)
 
 
-def check_size(width: int, height: int, scale: int = 1, count: int = 1) -> None:
-    """gr.Error unless `count` images of width x height, restored `scale` times larger, fit MAX_PIXELS."""
+def check_min_side(width: int, height: int, scale: int = 1) -> None:
+    """gr.Error unless the image the walk runs on (width x height, `scale` times larger) has MIN_SIDE px a side."""
     if min(width * scale, height * scale) < MIN_SIDE:
         raise gr.Error(f"The image is {width}x{height} px; it needs at least {MIN_SIDE} px on each side.")
+
+
+def check_size(width: int, height: int, scale: int = 1, count: int = 1) -> None:
+    """gr.Error unless `count` images of width x height, restored `scale` times larger, fit MAX_PIXELS."""
+    check_min_side(width, height, scale)
     problem = size_problem(width, height, MAX_PIXELS, scale=scale, count=count)
     if problem:
         raise gr.Error(f"The image is {problem}. Crop or downscale it.")
@@ -176,7 +181,7 @@ def open_image(image: str | dict | None, scale: int = 1) -> PIL.Image.Image:
         raise gr.Error(f"The image has {error}. Crop or downscale it.") from None
     except ImageFileError as error:
         raise gr.Error(f"Cannot restore this upload: {error}. Upload a PNG, JPEG, WebP, BMP or TIFF photo.") from None
-    check_size(image.width, image.height, scale=scale)
+    check_min_side(image.width, image.height, scale)  # the pixel limit was checked from the header, above
     return _to_8bit(image)
 
 
