@@ -23,8 +23,8 @@ class Task:
     task_id: str
     title: str
     description: str
-    # The app's and CLI's default: the card's recommended steps (sr4 16, defocus 8, motion 4), or fewer where those
-    # cost much more time for little: 8 where jpeg (q10) recommends 32, for most of its LPIPS gain (0.127 vs 0.123);
+    # The app's and CLI's default: the card's recommended steps (sr4 8, defocus 8, motion 4), or fewer where those
+    # cost much more time for little: 8 where jpeg (q10) recommends 32, for most of its LPIPS gain (0.124 vs 0.121);
     # 8 where the denoiser recommends 64 (sigma 50: -12 % LPIPS): at 8 steps sigma 50 is better than 1 step on both
     # PSNR and LPIPS, and sigma 25 already has -13 % LPIPS for -0.2 dB, at 1/8 of 64 steps' time.
     default_steps: int
@@ -91,7 +91,7 @@ TASKS: dict[str, Task] = {
             "sr4",
             "4x super-resolution",
             "Makes a small image 4x larger with restored detail (bicubic-downscaled inputs).",
-            default_steps=16,
+            default_steps=8,
             eps=0.02,
             upscale_factor=4,
         ),
