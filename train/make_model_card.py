@@ -327,13 +327,9 @@ def floor_limitations(evaluations: list[dict], task_id: str, repeated: dict | No
     lines = []
     if misses:
         short = ", ".join(named(c, f"by {c.floor - c.estimate:.2f} dB") for c in misses)
-        if stages:
-            lines.append(f"- Below the project's quality floor ({short}): {why}, until a better model replaces it. "
-                         f"{tried_text(stages)} What is left to try: a larger network within the speed budget, "
-                         "trained far longer (the project README's Model zoo section has the measurements).")
-        else:
-            lines.append(f"- Below the project's quality floor ({short}): {why}, until a longer training run (more "
-                         "images, a GPU) beats it.")
+        tried = (f" {tried_text(stages)} What is left to try: a larger network within the speed budget, trained far "
+                 "longer (the project README's Model zoo section has the measurements).") if stages else ""
+        lines.append(f"- Below the project's quality floor ({short}): {why}, until a better model replaces it.{tried}")
     if close:
         near = ", ".join(named(c, f"{c.estimate:+.2f} ± {c.repeated['gain_db_sem']:.2f} dB against "
                                   f"{c.floor:+.1f} dB") for c in close)
@@ -398,14 +394,19 @@ def stage_blocks(info: dict | None) -> dict:
             for key, value in given.items()}
 
 
+def blocks_text(blocks: dict) -> str:
+    """Block counts as a card names them: "encoder [1, 1, 2, 4], middle 4" (keys of grow_network.BLOCK_KEYS)."""
+    return ", ".join(f"{key.split('_')[0]} {list(value) if isinstance(value, tuple) else value}"
+                     for key, value in blocks.items())
+
+
 def grown_text(info: dict) -> str:
     """What a fine-tune added to its base network (train_indi.py --init_from with more blocks: grow_network.py)."""
     if not info["args"].get("init_from"):
         return ""
     before, after = stage_blocks(info.get("init_from_train_info")), stage_blocks(info)
-    changed = [f"{key.split('_')[0]} {list(value) if isinstance(value, tuple) else value}"
-               for key, value in after.items() if value != before[key]]
-    return f", grown to {', '.join(changed)} blocks (the added blocks start as identities)" if changed else ""
+    changed = {key: value for key, value in after.items() if value != before[key]}
+    return f", grown to {blocks_text(changed)} blocks (the added blocks start as identities)" if changed else ""
 
 
 def stage_line(number: int, info: dict, count: int, task_id: str) -> str:
@@ -442,9 +443,6 @@ def tried_text(stages: list[dict]) -> str:
     def listed(values, last: str = "and") -> str:  # distinct values in first-seen order ("" for none)
         distinct = list(dict.fromkeys(values))
         return ", ".join(distinct[:-1]) + f" {last} {distinct[-1]}" if len(distinct) > 1 else "".join(distinct)
-
-    def blocks_text(blocks: dict) -> str:
-        return ", ".join(f"{key.split('_')[0]} {list(v) if isinstance(v, tuple) else v}" for key, v in blocks.items())
 
     losses = listed(loss_text(s["args"].get("loss")).split(" loss")[0] for s in stages)
     weights = [s["args"]["t_one_probability"] for s in stages if s["args"]["t_sampling"] == "mixture"]
