@@ -54,6 +54,8 @@ MIN_SIDE = 8  # px, of the image the walk runs on
 MAX_STEPS = 50
 MAX_SAMPLES = 8
 TRAJECTORY_FRAMES = 6
+
+
 def _bundled(spec: Task) -> bool:
     return (spec.local_path / "model_index.json").is_file()
 
@@ -426,7 +428,9 @@ def sample_uncertainty(
     samples = _number(samples, "samples", 2, MAX_SAMPLES, whole=True)
     first = _generator(seed)  # validates the seed
     generators = [first] + [torch.Generator().manual_seed(int(seed) + k) for k in range(1, samples)]
-    spec, steps, eps, strength, strength_note, degraded, _ = _request(image, task, steps, eps, noise_level, degrade_first)
+    spec, steps, eps, strength, strength_note, degraded, _ = _request(
+        image, task, steps, eps, noise_level, degrade_first
+    )
     check_size(degraded.width, degraded.height, scale=spec.upscale_factor, count=samples)
     pipe = get_pipeline(spec)
 

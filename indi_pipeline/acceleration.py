@@ -92,7 +92,9 @@ def _tune_glibc_malloc() -> str:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return "malloc defaults (not glibc)"
     libc = ctypes.CDLL("libc.so.6")
-    if not (libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)):
+    if not (
+        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
+    ):
         return "malloc defaults (mallopt refused the settings)"
     return f"glibc malloc: mmap threshold {MMAP_THRESHOLD_BYTES >> 20} MiB, trim threshold {TRIM_THRESHOLD_BYTES >> 20} MiB"
 

@@ -4,7 +4,7 @@
     indi restore noisy.png --task denoise --sigma 25
     indi degrade clean.png --task sr4
     indi tasks
-    indi bench --compare-unet
+    indi bench --compare-unet          (a source checkout: runs benchmarks/bench.py)
 
 Every restoration goes through :class:`InDIPipeline` (the CLI is a thin shell around it). One bad input file
 gives one error line and does not stop the others; the exit code is 1 when any file failed.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -297,8 +298,11 @@ def cmd_degrade(args: argparse.Namespace) -> int:
 
     task_id = args.task
     kwargs = {}
-    for flag, key, owner, scale in (("sigma", "sigma", "denoise", 255.0), ("quality", "quality", "jpeg", None),
-                                    ("radius", "radius", "defocus_deblur", None)):
+    for flag, key, owner, scale in (
+        ("sigma", "sigma", "denoise", 255.0),
+        ("quality", "quality", "jpeg", None),
+        ("radius", "radius", "defocus_deblur", None),
+    ):
         value = getattr(args, flag)
         if value is None:
             continue
@@ -350,7 +354,7 @@ def _non_negative(text: str) -> float:
 
 
 def _add_max_megapixels(parser: argparse.ArgumentParser, counted: str) -> None:
-    from .image_io import DEFAULT_MAX_PIXELS
+    from .limits import DEFAULT_MAX_PIXELS
 
     parser.add_argument(
         "--max-megapixels",
@@ -361,6 +365,17 @@ def _add_max_megapixels(parser: argparse.ArgumentParser, counted: str) -> None:
         f"{DEFAULT_MAX_PIXELS / 1e6:g}; a CPU restore needs about 90 MB per megapixel); 0 = no limit but Pillow's "
         "(about 179 MP, against decompression bombs)",
     )
+
+
+def run_benchmark(bench_args: list[str]) -> int:
+    checkout = Path(__file__).resolve().parent.parent
+    if not (checkout / "benchmarks" / "bench.py").is_file():
+        raise SystemExit(
+            "indi: error: `indi bench` needs a source checkout (an editable install: pip install -e .); "
+            "the benchmarks are not part of the installed package"
+        )
+    command = [sys.executable, "-m", "benchmarks.bench", *bench_args]
+    return subprocess.call(command, cwd=checkout)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -394,9 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the task's own, which `indi tasks` lists: its model card's recommended steps or fewer)",
     )
     start = restore.add_mutually_exclusive_group()
-    start.add_argument(
-        "--strength", type=float, default=None, help="where the walk starts, t in (0, 1] (default: 1.0)"
-    )
+    start.add_argument("--strength", type=float, default=None, help="where the walk starts, t in (0, 1] (default: 1.0)")
     start.add_argument(
         "--sigma",
         type=float,
@@ -430,12 +443,17 @@ def build_parser() -> argparse.ArgumentParser:
     degrade.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
     degrade.add_argument("--task", required=True, choices=task_ids, help="degradation of this task")
     degrade.add_argument(
-        "--seed", type=int, default=0,
+        "--seed",
+        type=int,
+        default=0,
         help="random seed of the degradation (default: 0); independent of the path noise of `indi restore --seed`",
     )
     degrade.add_argument("--output-dir", default="outputs", help="folder for the degraded PNGs (default: outputs)")
     degrade.add_argument(
-        "--sigma", type=float, default=None, help="denoise only: noise level on the 0-255 scale (default: random in [0, 50])"
+        "--sigma",
+        type=float,
+        default=None,
+        help="denoise only: noise level on the 0-255 scale (default: random in [0, 50])",
     )
     degrade.add_argument(
         "--quality", type=int, default=None, help="jpeg only: JPEG quality (default: random in [10, 50])"
@@ -449,20 +467,22 @@ def build_parser() -> argparse.ArgumentParser:
     tasks = sub.add_parser("tasks", help="list the tasks and where their models are", description="List the task zoo.")
     tasks.set_defaults(func=cmd_tasks)
 
-    from . import bench
-
-    bench_parser = sub.add_parser(
+    # A thin entry point: the benchmarks live in the checkout's benchmarks/ folder, not in the library.
+    bench = sub.add_parser(
         "bench",
-        help="time the network and the pipeline on this machine",
-        description=bench.DESCRIPTION,
+        help="time the network and the pipeline on this machine (a source checkout's benchmarks/bench.py)",
+        description="Runs `python -m benchmarks.bench ARGS` in this source checkout; see its --help.",
+        add_help=False,  # main() hands every argument after `bench`, --help included, to the benchmark
     )
-    bench.add_arguments(bench_parser)
-    bench_parser.set_defaults(func=bench.run_from_args)
+    bench.set_defaults(func=lambda args: run_benchmark([]))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``indi`` console script and ``python -m indi_pipeline``; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        return run_benchmark(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

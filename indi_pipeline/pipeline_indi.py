@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import copy
-import json
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-import PIL.Image
 import numpy as np
+import PIL.Image
 import torch
 import torch.nn.functional as F
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
@@ -17,7 +15,7 @@ from diffusers.utils import BaseOutput, replace_example_docstring
 
 from .degradations import bicubic_upsample
 from .image_io import ImageBatch, merge, tensor_to_output, to_image_batches
-from .safe_loading import find_local_folder, missing_safetensors_problem, refuse_pickle_option
+from .safe_loading import SafePipelineLoading
 from .scheduling_indi import InDIScheduler
 from .tiling import AUTO_TILE_PIXELS, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, count_tiles, predict_tiled
 
@@ -55,7 +53,7 @@ class InDIPipelineOutput(BaseOutput):
     timesteps: list[float] | None = None
 
 
-class InDIPipeline(DiffusionPipeline):
+class InDIPipeline(SafePipelineLoading, DiffusionPipeline):
     r"""Image restoration by Inversion by Direct Iteration (Delbracio & Milanfar, TMLR 2023).
 
     The walk starts at the degraded image (t = ``strength``) and takes ``num_inference_steps`` small steps to t = 0.
@@ -80,96 +78,6 @@ class InDIPipeline(DiffusionPipeline):
         self.register_modules(unet=unet, scheduler=scheduler)
         self.register_to_config(upscale_factor=int(upscale_factor), task=task)
 
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        r"""Loads a pipeline from a local folder or a Hub repo id, like [`~DiffusionPipeline.from_pretrained`].
-
-        Weights are safetensors only (design.md §3): ``use_safetensors`` is always True, so a repo that holds only
-        pickled weights (``.bin``) is refused, never unpickled. A load failure caused by a missing component folder
-        or missing safetensors weights is re-raised with a message that says which; the network's own loader
-        (`InDINet.from_pretrained`, see `safe_loading`) names a truncated weights file, weights that do not fit
-        config.json, and a config.json written for another class. No code from the repo runs unless the caller
-        passes ``trust_remote_code=True`` (and a published repo's generated code never does: see `load_config`).
-        """
-        refuse_pickle_option(kwargs, cls.__name__)
-        try:
-            return super().from_pretrained(pretrained_model_name_or_path, use_safetensors=True, **kwargs)
-        except OSError as error:
-            problem = cls._diagnose_repo(pretrained_model_name_or_path, kwargs)
-            if problem is None:
-                raise
-            raise OSError(problem) from error
-
-    @classmethod
-    def load_config(cls, *args, **kwargs):
-        """Reads model_index.json like [`~ConfigMixin.load_config`], with a published repo's generated code set aside.
-
-        `train/publish.py` adds code generated from this package to an uploaded repo so that diffusers alone can load
-        it with ``trust_remote_code=True``: ``_class_name`` becomes ``["pipeline_indi", "InDIPipeline"]`` and
-        ``unet/indi_pipeline.network.py`` sits next to the weights. diffusers would run those files (or refuse to
-        load without ``trust_remote_code``) even for this class. This class and the installed package are that code:
-        the pipeline class stays ``cls``, and this package's components are named by the package itself, because
-        diffusers runs ``<component>/<library>.py`` whenever that file exists.
-        """
-        result = super().load_config(*args, **kwargs)
-        config = result[0] if isinstance(result, tuple) else result
-        if isinstance(config.get("_class_name"), (list, tuple)):
-            config["_class_name"] = config["_class_name"][-1]
-        package_name = __name__.split(".")[0]
-        package = sys.modules.get(package_name)
-        for name, entry in config.items():
-            if name.startswith("_") or not isinstance(entry, (list, tuple)) or len(entry) != 2:
-                continue
-            library, class_name = entry
-            if not isinstance(library, str) or not library.startswith(package_name + "."):
-                continue
-            component_class = getattr(sys.modules.get(library), str(class_name), None)
-            if component_class is not None and getattr(package, class_name, None) is component_class:
-                config[name] = [package_name, class_name]
-        return result
-
-    @classmethod
-    def download(cls, pretrained_model_name, **kwargs) -> str:
-        """Fetches a Hub repo's configs and safetensors weights (nothing else) and returns its local snapshot folder.
-
-        Replaces `DiffusionPipeline.download`, which refuses any repo whose model_index.json names a component
-        module outside diffusers (as ``["indi_pipeline.network", "InDINet"]``) once it knows the repo's file
-        listing, i.e. always online (diffusers issue #6563), although the same folder loads fine from disk.
-        """
-        from huggingface_hub import snapshot_download
-
-        hub_kwargs = ("cache_dir", "force_download", "local_files_only", "token", "revision")
-        return snapshot_download(
-            pretrained_model_name,
-            allow_patterns=[cls.config_name, "*/*.json", "*/*.safetensors"],
-            user_agent={"pipeline_class": cls.__name__},
-            **{k: kwargs[k] for k in hub_kwargs if kwargs.get(k) is not None},
-        )
-
-    @classmethod
-    def _diagnose_repo(cls, name_or_path, kwargs) -> str | None:
-        """Says what is missing from a pipeline repo (local folder or cached Hub snapshot), or None if unsure."""
-        folder = find_local_folder(name_or_path, None, kwargs.get("cache_dir"), kwargs.get("revision"), cls.config_name)
-        if folder is None:
-            return None
-        try:
-            index = json.loads((folder / cls.config_name).read_text())
-        except (OSError, ValueError):
-            return None
-        for name, entry in index.items():
-            if name.startswith("_") or not isinstance(entry, list) or entry[0] is None or name in kwargs:
-                continue
-            sub = folder / name
-            if not sub.is_dir():
-                return (
-                    f"{name_or_path}: model_index.json lists a '{name}' component ({entry[1]}) but the repo has no "
-                    f"'{name}/' folder; an InDI repo needs model_index.json, scheduler/ and unet/"
-                )
-            problem = missing_safetensors_problem(sub)
-            if problem is not None:
-                return f"{name_or_path}: {problem}"
-        return None
-
     @property
     def input_multiple(self) -> int:
         """Height and width the network needs a multiple of (InDINet says; for UNet2DModel, 2^(levels - 1))."""
@@ -187,7 +95,9 @@ class InDIPipeline(DiffusionPipeline):
         for parameter in self.unet.parameters():
             if parameter.ndim == 4 and parameter.shape[-1] > 1:  # 1x1 kernels are "contiguous" in both formats
                 channels_last = parameter.is_contiguous(memory_format=torch.channels_last)
-                return torch.channels_last if channels_last and not parameter.is_contiguous() else torch.contiguous_format
+                return (
+                    torch.channels_last if channels_last and not parameter.is_contiguous() else torch.contiguous_format
+                )
         return torch.contiguous_format
 
     def _check_arguments(self, num_inference_steps, strength, output_type, callback_on_step_end_tensor_inputs):
@@ -279,7 +189,7 @@ class InDIPipeline(DiffusionPipeline):
         return_dict: bool = True,
         return_trajectory: bool = False,
         callback_on_step_end: Callable | None = None,
-        callback_on_step_end_tensor_inputs: list[str] = ["sample"],
+        callback_on_step_end_tensor_inputs: list[str] = None,
         tile_size: int | None = None,
         tile_overlap: int = DEFAULT_TILE_OVERLAP,
         tile_batch_size: int = 4,
@@ -319,6 +229,8 @@ class InDIPipeline(DiffusionPipeline):
             [`InDIPipelineOutput`] or `tuple`: restored ``images`` (and the ``trajectory`` when asked); as a tuple,
             ``(images,)`` or ``(images, trajectory)``.
         """
+        if callback_on_step_end_tensor_inputs is None:
+            callback_on_step_end_tensor_inputs = ["sample"]
         self._check_arguments(num_inference_steps, strength, output_type, callback_on_step_end_tensor_inputs)
         batches = to_image_batches(image)
         total = sum(batch.rgb.shape[0] for batch in batches)
@@ -349,8 +261,8 @@ class InDIPipeline(DiffusionPipeline):
                 scheduler.set_timesteps(int(num_inference_steps), device=device, start_t=float(strength))
                 sample = scheduler.prepare_start_sample(sample, generator=batch_generator)
 
-                def finish(x):
-                    return merge(x[..., :height, :width], alpha, batch.grayscale)
+                def finish(x, height=height, width=width, alpha=alpha, grayscale=batch.grayscale):
+                    return merge(x[..., :height, :width], alpha, grayscale)
 
                 frames = [finish(sample)] if return_trajectory else None
                 for i, t in enumerate(scheduler.timesteps):
@@ -410,4 +322,3 @@ class InDIPipeline(DiffusionPipeline):
         if len({tuple(g.shape[1:]) for g in groups}) == 1:
             return tensor_to_output(torch.cat(groups), output_type)
         return [tensor_to_output(item[None], output_type)[0] for group in groups for item in group]
-

@@ -5,13 +5,16 @@ diffusers' ``ModelMixin.from_pretrained``, left alone, (1) falls back to pickled
 safetensors, (2) says only "Unable to load weights from checkpoint file" for a truncated safetensors file (the reason,
 safetensors' header error, is dropped), (3) loads weights that lack some of the network's parameters as a network
 holding uninitialised (meta) tensors, with a warning only, and (4) ignores a config.json written for another class.
-`SafetensorsOnlyLoading` closes those for InDINet; the pipeline reuses the folder checks for its own messages.
+`SafetensorsOnlyLoading` closes those for InDINet; `SafePipelineLoading` does the same for the pipeline (with the
+folder checks for its own messages) and sets a published repo's generated code aside.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import struct
+import sys
 from pathlib import Path
 
 import torch
@@ -20,8 +23,9 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 LISTED_NAMES = 5  # at most this many parameter names in one message
 
 
-def find_local_folder(name_or_path, subfolder: str | None = None, cache_dir=None, revision=None,
-                      filename: str = "config.json") -> Path | None:
+def find_local_folder(
+    name_or_path, subfolder: str | None = None, cache_dir=None, revision=None, filename: str = "config.json"
+) -> Path | None:
     """A repo's folder on disk: the folder itself, or a repo id's cached Hub snapshot holding ``filename``; else None."""
     folder = Path(str(name_or_path))
     if folder.is_dir():
@@ -29,8 +33,12 @@ def find_local_folder(name_or_path, subfolder: str | None = None, cache_dir=None
     from huggingface_hub import try_to_load_from_cache
 
     try:
-        cached = try_to_load_from_cache(str(name_or_path), f"{subfolder}/{filename}" if subfolder else filename,
-                                        cache_dir=cache_dir, revision=revision)
+        cached = try_to_load_from_cache(
+            str(name_or_path),
+            f"{subfolder}/{filename}" if subfolder else filename,
+            cache_dir=cache_dir,
+            revision=revision,
+        )
     except ValueError:  # not a valid repo id either
         return None
     return Path(cached).parent if isinstance(cached, str) else None
@@ -59,8 +67,10 @@ def read_safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """
 
     def corrupt(reason: str) -> OSError:
-        return OSError(f"{path} is truncated or corrupt: {reason}. It is not a complete safetensors file; "
-                       "download or copy it again")
+        return OSError(
+            f"{path} is truncated or corrupt: {reason}. It is not a complete safetensors file; "
+            "download or copy it again"
+        )
 
     size = path.stat().st_size
     with open(path, "rb") as file:
@@ -95,8 +105,11 @@ def _listed(items: list[str]) -> str:
 def weights_mismatch_problem(expected: dict[str, tuple], found: dict[str, tuple], where: str) -> str | None:
     """Says how the tensors of a weights file (``found``) differ from the network's parameters (``expected``, in the
     network's order, so that the first one named is the first layer that differs)."""
-    mismatched = [f"{k} has shape {tuple(found[k])} in the file but {tuple(v)} in the network"
-                  for k, v in expected.items() if k in found and tuple(found[k]) != tuple(v)]
+    mismatched = [
+        f"{k} has shape {tuple(found[k])} in the file but {tuple(v)} in the network"
+        for k, v in expected.items()
+        if k in found and tuple(found[k]) != tuple(v)
+    ]
     missing = [k for k in expected if k not in found]
     unexpected = sorted(set(found) - set(expected))
     parts = []
@@ -108,8 +121,10 @@ def weights_mismatch_problem(expected: dict[str, tuple], found: dict[str, tuple]
         parts.append(f"tensors the network does not have: {_listed(unexpected)}")
     if not parts:
         return None
-    return (f"{where}: the weights do not fit the network that config.json describes ({'; '.join(parts)}); "
-            "the weights and config.json come from different networks")
+    return (
+        f"{where}: the weights do not fit the network that config.json describes ({'; '.join(parts)}); "
+        "the weights and config.json come from different networks"
+    )
 
 
 def weights_problem(model_class, folder: Path) -> Exception | None:
@@ -147,8 +162,10 @@ class SafetensorsOnlyLoading:
         named = config.get("_class_name")
         if named is not None and named not in {klass.__name__ for klass in cls.__mro__}:
             where = Path(str(pretrained_model_name_or_path), kwargs.get("subfolder") or "", cls.config_name)
-            raise ValueError(f"{where} names the class {named!r}, not {cls.__name__}: this folder holds another "
-                             f"network (or a broken config), and {cls.__name__} does not load it")
+            raise ValueError(
+                f"{where} names the class {named!r}, not {cls.__name__}: this folder holds another "
+                f"network (or a broken config), and {cls.__name__} does not load it"
+            )
         return result
 
     @classmethod
@@ -174,6 +191,107 @@ class SafetensorsOnlyLoading:
 
     @classmethod
     def _weights_problem(cls, name_or_path, kwargs) -> Exception | None:
-        folder = find_local_folder(name_or_path, kwargs.get("subfolder"), kwargs.get("cache_dir"),
-                                   kwargs.get("revision"), cls.config_name)
+        folder = find_local_folder(
+            name_or_path, kwargs.get("subfolder"), kwargs.get("cache_dir"), kwargs.get("revision"), cls.config_name
+        )
         return None if folder is None or not folder.is_dir() else weights_problem(cls, folder)
+
+
+class SafePipelineLoading:
+    """The loading overrides of InDIPipeline (mixed in before ``DiffusionPipeline``): safetensors only, a message
+    that names what a broken repo lacks, a published repo's generated code set aside, and a Hub download that
+    fetches configs and weights only."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        r"""Loads a pipeline from a local folder or a Hub repo id, like [`~DiffusionPipeline.from_pretrained`].
+
+        Weights are safetensors only (design.md §3): ``use_safetensors`` is always True, so a repo that holds only
+        pickled weights (``.bin``) is refused, never unpickled. A load failure caused by a missing component folder
+        or missing safetensors weights is re-raised with a message that says which; the network's own loader
+        (`InDINet.from_pretrained`, see `safe_loading`) names a truncated weights file, weights that do not fit
+        config.json, and a config.json written for another class. No code from the repo runs unless the caller
+        passes ``trust_remote_code=True`` (and a published repo's generated code never does: see `load_config`).
+        """
+        refuse_pickle_option(kwargs, cls.__name__)
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, use_safetensors=True, **kwargs)
+        except OSError as error:
+            problem = cls._diagnose_repo(pretrained_model_name_or_path, kwargs)
+            if problem is None:
+                raise
+            raise OSError(problem) from error
+
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        """Reads model_index.json like [`~ConfigMixin.load_config`], with a published repo's generated code set aside.
+
+        `train/publish.py` adds code generated from this package to an uploaded repo so that diffusers alone can load
+        it with ``trust_remote_code=True``: ``_class_name`` becomes ``["pipeline_indi", "InDIPipeline"]`` and
+        ``unet/indi_pipeline.network.py`` sits next to the weights. diffusers would run those files (or refuse to
+        load without ``trust_remote_code``) even for this class. This class and the installed package are that code:
+        the pipeline class stays ``cls``, and this package's components are named by the package itself, because
+        diffusers runs ``<component>/<library>.py`` whenever that file exists.
+        """
+        result = super().load_config(*args, **kwargs)
+        config = result[0] if isinstance(result, tuple) else result
+        if isinstance(config.get("_class_name"), (list, tuple)):
+            config["_class_name"] = config["_class_name"][-1]
+        package_name = __name__.split(".")[0]
+        package = sys.modules.get(package_name)
+        for name, entry in config.items():
+            if name.startswith("_") or not isinstance(entry, (list, tuple)) or len(entry) != 2:
+                continue
+            library, class_name = entry
+            if not isinstance(library, str) or not library.startswith(package_name + "."):
+                continue
+            try:  # a module of this installed package (never the repo's code); the package imports it lazily
+                component_module = importlib.import_module(library)
+            except ImportError:
+                continue
+            component_class = getattr(component_module, str(class_name), None)
+            if component_class is not None and getattr(package, class_name, None) is component_class:
+                config[name] = [package_name, class_name]
+        return result
+
+    @classmethod
+    def download(cls, pretrained_model_name, **kwargs) -> str:
+        """Fetches a Hub repo's configs and safetensors weights (nothing else) and returns its local snapshot folder.
+
+        Replaces `DiffusionPipeline.download`, which refuses any repo whose model_index.json names a component
+        module outside diffusers (as ``["indi_pipeline.network", "InDINet"]``) once it knows the repo's file
+        listing, i.e. always online (diffusers issue #6563), although the same folder loads fine from disk.
+        """
+        from huggingface_hub import snapshot_download
+
+        hub_kwargs = ("cache_dir", "force_download", "local_files_only", "token", "revision")
+        return snapshot_download(
+            pretrained_model_name,
+            allow_patterns=[cls.config_name, "*/*.json", "*/*.safetensors"],
+            user_agent={"pipeline_class": cls.__name__},
+            **{k: kwargs[k] for k in hub_kwargs if kwargs.get(k) is not None},
+        )
+
+    @classmethod
+    def _diagnose_repo(cls, name_or_path, kwargs) -> str | None:
+        """Says what is missing from a pipeline repo (local folder or cached Hub snapshot), or None if unsure."""
+        folder = find_local_folder(name_or_path, None, kwargs.get("cache_dir"), kwargs.get("revision"), cls.config_name)
+        if folder is None:
+            return None
+        try:
+            index = json.loads((folder / cls.config_name).read_text())
+        except (OSError, ValueError):
+            return None
+        for name, entry in index.items():
+            if name.startswith("_") or not isinstance(entry, list) or entry[0] is None or name in kwargs:
+                continue
+            sub = folder / name
+            if not sub.is_dir():
+                return (
+                    f"{name_or_path}: model_index.json lists a '{name}' component ({entry[1]}) but the repo has no "
+                    f"'{name}/' folder; an InDI repo needs model_index.json, scheduler/ and unet/"
+                )
+            problem = missing_safetensors_problem(sub)
+            if problem is not None:
+                return f"{name_or_path}: {problem}"
+        return None

@@ -8,8 +8,7 @@ window (a triangle that favours pixels far from tile borders) hides what differs
 
 from __future__ import annotations
 
-import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -10,8 +10,8 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 # Tiny tensors gain nothing from intra-op threads, and on a busy 2-core machine OpenMP spinning makes every tiny
 # forward ~50x slower. INDI_TEST_THREADS overrides.
@@ -42,8 +42,14 @@ def make_tiny_net(seed: int = 0, perturb: bool = True):
     return net.eval()
 
 
-def make_tiny_pipeline(eps: float = 0.0, upscale_factor: int = 1, seed: int = 0, perturb: bool = True,
-                       task: str | None = None, **scheduler_kwargs):
+def make_tiny_pipeline(
+    eps: float = 0.0,
+    upscale_factor: int = 1,
+    seed: int = 0,
+    perturb: bool = True,
+    task: str | None = None,
+    **scheduler_kwargs,
+):
     from indi_pipeline import InDIPipeline, InDIScheduler
 
     pipe = InDIPipeline(

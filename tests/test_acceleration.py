@@ -8,11 +8,10 @@ import sys
 
 import pytest
 import torch
+from conftest import make_tiny_pipeline
 
 from indi_pipeline import acceleration
 from indi_pipeline.acceleration import ALLOCATOR_ENV, COMPILE_CACHE_ENV, optimize_for_inference
-
-from conftest import make_tiny_pipeline
 
 
 def _restore(pipe, image, steps=3):
@@ -58,8 +57,13 @@ def test_reused_memory_stays_in_the_process_instead_of_going_back_to_the_kernel(
     again (measured: 5,728 page faults per 256x256 forward of the zoo network, 171 with reuse_freed_memory)."""
 
     def returned_mib(**env):
-        result = subprocess.run([sys.executable, "-c", FREED_AND_RETURNED], capture_output=True, text=True, check=True,
-                                env={**os.environ, **env})
+        result = subprocess.run(
+            [sys.executable, "-c", FREED_AND_RETURNED],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, **env},
+        )
         report, returned = result.stdout.strip().splitlines()[-2:]
         return report, float(returned)
 

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app_server import REPO, running_app
+from benchmarks.app_server import REPO, running_app
 from indi_pipeline.tasks import TASKS
 
 gradio_client = pytest.importorskip("gradio_client")
-from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client import Client, handle_file  # noqa: E402  (after the skip)
 from gradio_client.exceptions import AppError  # noqa: E402
 
 EXAMPLE = REPO / "examples" / "cups.png"
@@ -61,7 +61,9 @@ def test_restore_with_defaults_returns_png_of_input_size(client, files):
     assert after.format == "PNG" and after.size == size and before.size == size
     assert TASKS[DEFAULT_TASK].title in report and f"{TASKS[DEFAULT_TASK].default_steps} steps" in report
     captions = [frame["caption"] for frame in trajectory]
-    frames = min(6, TASKS[DEFAULT_TASK].default_steps + 1)  # app.TRAJECTORY_FRAMES at most: every step's x_t, t = 1 to 0
+    frames = min(
+        6, TASKS[DEFAULT_TASK].default_steps + 1
+    )  # app.TRAJECTORY_FRAMES at most: every step's x_t, t = 1 to 0
     assert len(captions) == frames and captions[0].startswith("t = 1.00") and captions[-1].startswith("t = 0.00")
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from app_server import REPO, running_app
+from benchmarks.app_server import REPO, running_app
 from indi_pipeline.tasks import TASKS
 
 CHROMIUM = os.environ.get("INDI_CHROMIUM", "/usr/bin/chromium")

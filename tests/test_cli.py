@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
-
 from conftest import save_tiny_repo
+
 from indi_pipeline.cli import main
 from indi_pipeline.tasks import TASKS
 
@@ -49,8 +49,23 @@ def test_restore_writes_pngs_of_the_input_size(tiny_repo, tmp_path, capsys):
     write_image(inputs / "a.png", 40, 28)
     write_image(inputs / "b.jpg", 33, 21, mode="L")  # odd size, grayscale: padded and cropped back
     out = tmp_path / "out"
-    code = main(["restore", str(inputs / "a.png"), str(inputs / "b.jpg"), "--task", "jpeg", "--model", str(tiny_repo),
-                 "--steps", "2", "--output-dir", str(out), "--device", "cpu"])
+    code = main(
+        [
+            "restore",
+            str(inputs / "a.png"),
+            str(inputs / "b.jpg"),
+            "--task",
+            "jpeg",
+            "--model",
+            str(tiny_repo),
+            "--steps",
+            "2",
+            "--output-dir",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     a = PIL.Image.open(out / "a_jpeg_2steps.png")
     b = PIL.Image.open(out / "b_jpeg_2steps.png")
@@ -68,7 +83,9 @@ def test_restore_is_seeded_and_sigma_sets_strength(tiny_repo, tmp_path):
     assert main([*common, "--output-dir", str(tmp_path / "o1"), "--seed", "3"]) == 0
     assert main([*common, "--output-dir", str(tmp_path / "o2"), "--seed", "3"]) == 0
     assert main([*common, "--output-dir", str(tmp_path / "o3"), "--sigma", "25"]) == 0
-    first, again, half = (np.asarray(PIL.Image.open(tmp_path / d / "noisy_denoise_2steps.png")) for d in ("o1", "o2", "o3"))
+    first, again, half = (
+        np.asarray(PIL.Image.open(tmp_path / d / "noisy_denoise_2steps.png")) for d in ("o1", "o2", "o3")
+    )
     assert np.array_equal(first, again)
     assert not np.array_equal(first, half)  # strength 0.5 starts the walk elsewhere
 
@@ -83,8 +100,20 @@ def test_sigma_is_checked(tiny_repo, tmp_path):
 
 def test_super_resolution_output_is_4x_larger(tiny_sr_repo, tmp_path):
     image = write_image(tmp_path / "small.png", 12, 9)
-    code = main(["restore", str(image), "--task", "sr4", "--model", str(tiny_sr_repo), "--steps", "1",
-                 "--output-dir", str(tmp_path / "out")])
+    code = main(
+        [
+            "restore",
+            str(image),
+            "--task",
+            "sr4",
+            "--model",
+            str(tiny_sr_repo),
+            "--steps",
+            "1",
+            "--output-dir",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 0
     assert PIL.Image.open(tmp_path / "out" / "small_sr4_1steps.png").size == (48, 36)
 
@@ -97,8 +126,23 @@ def test_bad_files_get_one_line_each_and_the_good_one_is_still_written(tiny_repo
     truncated.write_bytes(good.read_bytes()[:80])
     missing = tmp_path / "missing.png"
     out = tmp_path / "out"
-    code = main(["restore", str(text), str(good), str(truncated), str(missing), "--task", "jpeg",
-                 "--model", str(tiny_repo), "--steps", "2", "--output-dir", str(out)])
+    code = main(
+        [
+            "restore",
+            str(text),
+            str(good),
+            str(truncated),
+            str(missing),
+            "--task",
+            "jpeg",
+            "--model",
+            str(tiny_repo),
+            "--steps",
+            "2",
+            "--output-dir",
+            str(out),
+        ]
+    )
     assert code != 0
     assert PIL.Image.open(out / "good_jpeg_2steps.png").size == (32, 24)
     assert sorted(p.name for p in out.iterdir()) == ["good_jpeg_2steps.png"]
@@ -133,8 +177,20 @@ def test_folders_expand_and_inputs_are_never_overwritten(tiny_repo, tmp_path, ca
     clash = write_image(folder / "a_jpeg_1steps.png", 32, 32, seed=2)
     before = clash.read_bytes()
     (folder / "readme.txt").write_text("not an image, and not picked up from a folder")
-    code = main(["restore", str(folder), "--task", "jpeg", "--model", str(tiny_repo), "--steps", "1",
-                 "--output-dir", str(folder)])
+    code = main(
+        [
+            "restore",
+            str(folder),
+            "--task",
+            "jpeg",
+            "--model",
+            str(tiny_repo),
+            "--steps",
+            "1",
+            "--output-dir",
+            str(folder),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert clash.read_bytes() == before
     names = sorted(p.name for p in folder.iterdir())
@@ -178,7 +234,9 @@ def test_degrade_options_and_bad_files(tmp_path, capsys):
     image = write_image(tmp_path / "clean.png", 32, 32)
     bad = tmp_path / "bad.png"
     bad.write_text("nope")
-    code = main(["degrade", str(image), str(bad), "--task", "denoise", "--sigma", "20", "--output-dir", str(tmp_path / "o")])
+    code = main(
+        ["degrade", str(image), str(bad), "--task", "denoise", "--sigma", "20", "--output-dir", str(tmp_path / "o")]
+    )
     assert code == 1
     assert (tmp_path / "o" / "clean_denoise.png").exists()
     assert len(error_lines(capsys.readouterr().err)) == 1
@@ -219,9 +277,26 @@ def test_python_dash_m_subprocess(tiny_repo, tmp_path):
     bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO_ROOT))
     result = subprocess.run(
-        [sys.executable, "-m", "indi_pipeline", "restore", str(bad), str(good), "--task", "jpeg",
-         "--model", str(tiny_repo), "--steps", "2", "--output-dir", str(tmp_path / "out")],
-        capture_output=True, text=True, env=env, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "indi_pipeline",
+            "restore",
+            str(bad),
+            str(good),
+            "--task",
+            "jpeg",
+            "--model",
+            str(tiny_repo),
+            "--steps",
+            "2",
+            "--output-dir",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert result.returncode == 1, result.stderr
     assert (tmp_path / "out" / "ok_jpeg_2steps.png").exists()
@@ -244,10 +319,33 @@ def test_accelerate_launch_shares_a_folder_and_matches_one_process(tiny_repo, tm
         port = sock.getsockname()[1]
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO_ROOT), ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
     result = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
-         "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port), "-m",
-         "indi_pipeline", "restore", str(folder), *flags, "--output-dir", str(tmp_path / "two")],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(port),
+            "-m",
+            "indi_pipeline",
+            "restore",
+            str(folder),
+            *flags,
+            "--output-dir",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "process 1/2" in result.stdout and "process 2/2" in result.stdout
@@ -287,3 +385,40 @@ def test_registry_defaults_are_the_bundled_models_and_the_readme_s():
         row = next(line for line in readme.splitlines() if line.startswith(f"| `{task.task_id}` |"))
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         assert (int(cells[3]), float(cells[4])) == (task.default_steps, task.eps), row
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import indi_pipeline.tasks",
+        "import indi_pipeline",
+        "from indi_pipeline.cli import main; main(['tasks'])",
+        "from indi_pipeline.cli import build_parser; build_parser().format_help()",
+    ],
+)
+def test_light_entry_points_import_neither_torch_nor_diffusers(code):
+    """`indi --help`, `indi tasks` and `import indi_pipeline.tasks` stay instant: torch and diffusers load lazily."""
+    probe = f"import sys; {code}; print(sorted({{'torch', 'diffusers'}} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_lazy_package_exports_its_public_names():
+    import indi_pipeline
+
+    assert set(indi_pipeline.__all__) <= set(dir(indi_pipeline))
+    from indi_pipeline.pipeline_indi import InDIPipeline
+
+    assert indi_pipeline.InDIPipeline is InDIPipeline
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        indi_pipeline.nope  # noqa: B018
+
+
+def test_indi_bench_runs_the_checkout_benchmark(tmp_path):
+    """`indi bench` is a thin entry point: it runs benchmarks/bench.py of the checkout and passes its arguments on."""
+    result = subprocess.run(
+        [sys.executable, "-m", "indi_pipeline", "bench", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "python -m benchmarks.bench" in result.stdout and "--compare-unet" in result.stdout

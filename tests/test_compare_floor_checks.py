@@ -1,21 +1,25 @@
-"""train/compare_floor_checks.py: paired differences of two floor checks, draw by draw."""
+"""research/compare_floor_checks.py: paired differences of two floor checks, draw by draw."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "train"))
+from research import compare_floor_checks
 
-import compare_floor_checks  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _floor_check(gains, task="motion_deblur", crops=32, first_seed=0):
     sets = [{"seed": first_seed + crops * k, "gain_db": g, "gain_db_eps0": g + 0.1} for k, g in enumerate(gains)]
-    return {"task": task, "setting": "default", "crops_per_set": crops, "sets": sets,
-            "gain_db_mean": sum(gains) / len(gains), "gain_db_sem": 0.1}
+    return {
+        "task": task,
+        "setting": "default",
+        "crops_per_set": crops,
+        "sets": sets,
+        "gain_db_mean": sum(gains) / len(gains),
+        "gain_db_sem": 0.1,
+    }
 
 
 def test_paired_difference_follows_the_draws_not_the_noisy_means():

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from test_train import FAST, ROOT, SCRIPT, TINY, assert_fp16_repo, clean_dir, info, subprocess_env, train_indi  # noqa: F401
 
 # Runs train_indi.main, except that the second checkpoint save stalls halfway: accelerate has written the model,
@@ -51,9 +50,23 @@ module.main(argv)
 
 
 def common_args(clean_dir: Path, out: Path, *extra: str) -> list[str]:
-    return ["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir", str(out),
-            "--checkpointing_steps", "2", "--checkpoints_total_limit", "3", "--report_to", "none", *FAST, *TINY,
-            *extra]
+    return [
+        "--task",
+        "denoise",
+        "--train_data_dir",
+        str(clean_dir),
+        "--output_dir",
+        str(out),
+        "--checkpointing_steps",
+        "2",
+        "--checkpoints_total_limit",
+        "3",
+        "--report_to",
+        "none",
+        *FAST,
+        *TINY,
+        *extra,
+    ]
 
 
 def test_kill_during_checkpoint_save_then_resume_latest(tmp_path, clean_dir, train_indi):  # noqa: F811
@@ -62,9 +75,17 @@ def test_kill_during_checkpoint_save_then_resume_latest(tmp_path, clean_dir, tra
     log_path = tmp_path / "killed.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, str(tmp_path / "stalling_run.py"), str(marker), str(SCRIPT),
-             *common_args(clean_dir, out, "--max_train_steps", "6")],
-            stdout=log, stderr=subprocess.STDOUT, env=subprocess_env(), cwd=ROOT,
+            [
+                sys.executable,
+                str(tmp_path / "stalling_run.py"),
+                str(marker),
+                str(SCRIPT),
+                *common_args(clean_dir, out, "--max_train_steps", "6"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=subprocess_env(),
+            cwd=ROOT,
         )
         try:
             deadline = time.monotonic() + 180
@@ -135,7 +156,15 @@ def assert_finite_checkpoint(checkpoint: Path) -> None:
     ],
 )
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(
-    tmp_path, clean_dir, train_indi, monkeypatch, capsys, logging_steps, nan_step, detected_at, last_good  # noqa: F811
+    tmp_path,
+    clean_dir,
+    train_indi,
+    monkeypatch,
+    capsys,
+    logging_steps,
+    nan_step,
+    detected_at,
+    last_good,  # noqa: F811
 ):
     out = tmp_path / "out"
     # A first run leaves a finished model repo in the output folder; the run that diverges resumes from it.
@@ -145,8 +174,18 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(
 
     poison_network(monkeypatch, train_indi, from_call=nan_step - 2)
     with pytest.raises(SystemExit) as exit_info:
-        train_indi.main(common_args(clean_dir, out, "--max_train_steps", "10", "--resume_from_checkpoint", "latest",
-                                    "--logging_steps", str(logging_steps)))
+        train_indi.main(
+            common_args(
+                clean_dir,
+                out,
+                "--max_train_steps",
+                "10",
+                "--resume_from_checkpoint",
+                "latest",
+                "--logging_steps",
+                str(logging_steps),
+            )
+        )
     assert exit_info.value.code not in (0, None)
     message = capsys.readouterr().out
     assert f"loss became nan at step {nan_step}" in message
@@ -165,9 +204,12 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(
 
     # The last good checkpoint loads and training goes on from it.
     monkeypatch.undo()
-    train_indi.main(common_args(clean_dir, out, "--max_train_steps", str(last_good + 1),
-                                "--resume_from_checkpoint", "latest"))
+    train_indi.main(
+        common_args(clean_dir, out, "--max_train_steps", str(last_good + 1), "--resume_from_checkpoint", "latest")
+    )
     data = info(out)
     assert data["resumed_from"]["checkpoint"] == f"checkpoint-{last_good}" and data["global_step"] == last_good + 1
-    assert all(torch.isfinite(w).all() for w in load_file(out / "unet" / "diffusion_pytorch_model.safetensors").values())
+    assert all(
+        torch.isfinite(w).all() for w in load_file(out / "unet" / "diffusion_pytorch_model.safetensors").values()
+    )
     assert json.loads((out / "model_index.json").read_text())["_class_name"] == "InDIPipeline"

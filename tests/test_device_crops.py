@@ -8,17 +8,14 @@ augmentation RandomCropStream applies). Data, flags and helpers for the training
 from __future__ import annotations
 
 import collections
-import sys
 
 import numpy as np
 import pytest
 import torch
-
 from test_train import FAST, ROOT, TINY, clean_dir, info, make_pairs, train_indi  # noqa: F401
 
-sys.path.insert(0, str(ROOT / "train"))
-from data import dihedral  # noqa: E402
-from device_crops import DeviceCropSampler, crop_index  # noqa: E402
+from train.data import dihedral
+from train.device_crops import DeviceCropSampler, crop_index
 
 SIZE = 4
 SHAPES = [(6, 9), (11, 5), (4, 4)]  # landscape, portrait, exactly the crop size
@@ -108,8 +105,16 @@ def _run(train_indi, out, *argv):  # noqa: F811
 
 @pytest.mark.parametrize("crop_sampler", ["device", "workers"])
 def test_training_runs_with_each_crop_sampler(tmp_path, clean_dir, train_indi, crop_sampler):  # noqa: F811
-    data = _run(train_indi, tmp_path / "out", "--task", "denoise", "--train_data_dir", str(clean_dir),
-                "--crop_sampler", crop_sampler)
+    data = _run(
+        train_indi,
+        tmp_path / "out",
+        "--task",
+        "denoise",
+        "--train_data_dir",
+        str(clean_dir),
+        "--crop_sampler",
+        crop_sampler,
+    )
     assert data["global_step"] == 2 and data["crop_sampler"] == crop_sampler
     assert all(np.isfinite(h["loss"]) for h in data["history"] if "loss" in h)
 
@@ -119,8 +124,9 @@ def test_auto_picks_workers_for_synthetic_jpeg(tmp_path, clean_dir, train_indi, 
     assert data["args"]["crop_sampler"] == "auto" and data["crop_sampler"] == "workers"
     assert "PIL" in data["crop_sampler_reason"]
     with pytest.raises(SystemExit):
-        train_indi.parse_args(["--task", "jpeg", "--train_data_dir", "x", "--output_dir", "y",
-                               "--crop_sampler", "device"])
+        train_indi.parse_args(
+            ["--task", "jpeg", "--train_data_dir", "x", "--output_dir", "y", "--crop_sampler", "device"]
+        )
     assert "cannot JPEG-compress" in capsys.readouterr().err
 
 
@@ -139,9 +145,23 @@ def test_auto_picks_device_for_pairs_unless_the_images_are_too_big(tmp_path, tra
 
 
 def test_crop_bench_runs(clean_dir):  # noqa: F811
-    import crop_bench
+    from benchmarks import crop_bench
 
-    result = crop_bench.main(["--train_data_dir", str(clean_dir), "--device", "cpu", "--batches", "2",
-                              "--batch_size", "2", "--resolution", "64", "--dataloader_num_workers", "0"])
+    result = crop_bench.main(
+        [
+            "--train_data_dir",
+            str(clean_dir),
+            "--device",
+            "cpu",
+            "--batches",
+            "2",
+            "--batch_size",
+            "2",
+            "--resolution",
+            "64",
+            "--dataloader_num_workers",
+            "0",
+        ]
+    )
     assert set(result["rows"]) == {"device", "workers"}
     assert all(row["images_per_s"] > 0 for row in result["rows"].values())

@@ -8,18 +8,12 @@ sync debug mode (and runs here on the CPU, below).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
-
-import indi_pipeline.degradations as degradations
-
 from test_train import clean_dir  # noqa: F401
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "train"))
-from device_degradation import DeviceDegrader, disk_kernel_bank  # noqa: E402
+import indi_pipeline.degradations as degradations
+from train.device_degradation import DeviceDegrader, disk_kernel_bank
 
 DEVICE_TASKS = ("denoise", "sr4", "motion_deblur", "defocus_deblur")  # jpeg is compressed by PIL in the workers
 
@@ -33,6 +27,7 @@ def forbid(monkeypatch, *names):
     def refuse(name):
         def raiser(*args, **kwargs):
             raise AssertionError(f"{name} called in a training batch's degradation")
+
         return raiser
 
     for owner, attribute in names:
@@ -45,8 +40,14 @@ def test_a_batch_reads_nothing_back_and_rasterises_nothing(task, monkeypatch):
     clean = gray_batch()
     expected = degrader(clean)
     degrader.reseed(0)
-    forbid(monkeypatch, (degradations, "_rand"), (degradations, "disk_kernels"), (degradations, "motion_kernels"),
-           (torch.Tensor, "item"), (torch.Tensor, "tolist"))
+    forbid(
+        monkeypatch,
+        (degradations, "_rand"),
+        (degradations, "disk_kernels"),
+        (degradations, "motion_kernels"),
+        (torch.Tensor, "item"),
+        (torch.Tensor, "tolist"),
+    )
     check_image = degradations._check_image
 
     def check_without_reading_back(x, *args, check_finite=True, **kwargs):
@@ -87,10 +88,24 @@ def test_disk_bank_is_the_library_s_disks_in_chunks():
 
 
 def test_batch_bench_runs_every_device_task(clean_dir):  # noqa: F811
-    import batch_bench
+    from benchmarks import batch_bench
 
-    result = batch_bench.main(["--train_data_dir", str(clean_dir), "--device", "cpu", "--batches", "2",
-                               "--batch_size", "2", "--resolution", "64", "--kernel_bank_size", "16"])
+    result = batch_bench.main(
+        [
+            "--train_data_dir",
+            str(clean_dir),
+            "--device",
+            "cpu",
+            "--batches",
+            "2",
+            "--batch_size",
+            "2",
+            "--resolution",
+            "64",
+            "--kernel_bank_size",
+            "16",
+        ]
+    )
     assert set(result["rows"]) == set(DEVICE_TASKS)
     for row in result["rows"].values():
         assert row["images_per_s"] > 0 and row["device_waits"] == "not checked (no CUDA device)"

@@ -10,12 +10,9 @@ import PIL.Image
 import pytest
 from conftest import make_tiny_net
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "train"))
+from train import eval_indi, make_model_card, train_indi
 
-import eval_indi  # noqa: E402
-import make_model_card  # noqa: E402
-import train_indi  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _photos(folder: Path, count: int = 2, size: int = 64) -> Path:
@@ -38,10 +35,30 @@ def _repo(folder: Path, task: str, identity: bool, eps: float = 0.0) -> Path:
 
 
 def _evaluate(repo: Path, photos: Path, task: str, *extra: str) -> dict:
-    return eval_indi.main([
-        "--model", str(repo), "--task", task, "--data_dir", str(photos), "--crop", "64", "--steps", "1", "2",
-        "--variation_seeds", "2", "--variation_images", "1", "--variation_crop", "32", "--threads", "1", *extra,
-    ])
+    return eval_indi.main(
+        [
+            "--model",
+            str(repo),
+            "--task",
+            task,
+            "--data_dir",
+            str(photos),
+            "--crop",
+            "64",
+            "--steps",
+            "1",
+            "2",
+            "--variation_seeds",
+            "2",
+            "--variation_images",
+            "1",
+            "--variation_crop",
+            "32",
+            "--threads",
+            "1",
+            *extra,
+        ]
+    )
 
 
 @pytest.mark.parametrize("task", ["jpeg", "sr4"])
@@ -93,8 +110,10 @@ def test_model_card_is_generated_from_the_evaluation(tmp_path):
     assert "Inversion by Direct Iteration" in card.text and "@article{delbracio2023indi" in card.text
     # An untrained tiny model is far below the +0.7 dB JPEG q10 floor: the card says so, with the shortfall.
     miss = 0.7 - result["gain_over_input_db_one_step"]
-    assert f"floor for q10 is +0.7 dB at 1 step; this model ({result['gain_over_input_db_one_step']:+.2f} dB) " \
-           f"**misses it by {miss:.2f} dB**" in card.text
+    assert (
+        f"floor for q10 is +0.7 dB at 1 step; this model ({result['gain_over_input_db_one_step']:+.2f} dB) "
+        f"**misses it by {miss:.2f} dB**" in card.text
+    )
     assert f"Below the project's quality floor (q10 by {miss:.2f} dB)" in card.text
 
 
@@ -115,8 +134,10 @@ def test_grid_scores_crops_around_the_centre_each_with_its_own_seed(tmp_path):
     result = _evaluate(repo, photos, "denoise", "--grid", "2", "--crop", "32")
     assert result["grid"] == 2 and len(result["images"]) == 8
     assert make_model_card.evaluation_crops(result) == "2 held-out photos, 2×2 crops of 32 px each (8 crops)"
-    assert make_model_card.evaluation_crops({"grid": 1, "images": ["a"] * 8, "crop": 256}) == \
-        "8 held-out photos (256 px centre crops)"
+    assert (
+        make_model_card.evaluation_crops({"grid": 1, "images": ["a"] * 8, "crop": 256})
+        == "8 held-out photos (256 px centre crops)"
+    )
 
 
 def test_evaluation_never_restores_with_the_degradation_s_own_noise(tmp_path, monkeypatch):
@@ -142,12 +163,28 @@ def test_evaluation_never_restores_with_the_degradation_s_own_noise(tmp_path, mo
 
 
 def test_floor_check_repeats_the_one_step_evaluation_over_disjoint_seed_sets(tmp_path):
-    import floor_check
+    from research import floor_check
 
     photos = _photos(tmp_path / "photos")
     repo = _repo(tmp_path / "repo", "denoise", identity=False, eps=0.05)
-    summary = floor_check.main(["--model", str(repo), "--task", "denoise", "--data_dir", str(photos), "--crop", "64",
-                                "--threads", "1", "--seed_sets", "3", "--json", str(tmp_path / "floor.json")])
+    summary = floor_check.main(
+        [
+            "--model",
+            str(repo),
+            "--task",
+            "denoise",
+            "--data_dir",
+            str(photos),
+            "--crop",
+            "64",
+            "--threads",
+            "1",
+            "--seed_sets",
+            "3",
+            "--json",
+            str(tmp_path / "floor.json"),
+        ]
+    )
     assert [s["seed"] for s in summary["sets"]] == [0, 2, 4]  # 2 crops per set: seeds 0-1, 2-3, 4-5
     assert summary["setting"] == "sigma50" and summary["crops_per_set"] == 2
     # set 0 is the card's own draw
@@ -160,20 +197,39 @@ def test_floor_check_repeats_the_one_step_evaluation_over_disjoint_seed_sets(tmp
     assert json.loads((tmp_path / "floor.json").read_text()) == summary
     assert summary["tradeoff_steps"] is None and "lpips_reduction" not in summary["sets"][0]
     # --tradeoff_steps N: the rule's numbers at N steps per set, and the 1-step draws are the same as without it
-    walked = floor_check.main(["--model", str(repo), "--task", "denoise", "--data_dir", str(photos), "--crop", "64",
-                               "--threads", "1", "--seed_sets", "3", "--tradeoff_steps", "2"])
+    walked = floor_check.main(
+        [
+            "--model",
+            str(repo),
+            "--task",
+            "denoise",
+            "--data_dir",
+            str(photos),
+            "--crop",
+            "64",
+            "--threads",
+            "1",
+            "--seed_sets",
+            "3",
+            "--tradeoff_steps",
+            "2",
+        ]
+    )
     assert walked["tradeoff_steps"] == 2
     assert [s["gain_db"] for s in walked["sets"]] == pytest.approx(gains, abs=1e-9)
     two = _evaluate(repo, photos, "denoise", "--eps", "0")  # steps 1 and 2, seed 0: the first set's draw
-    one_row, two_row = (next(r for r in two["table"] if r["method"] == "InDI" and r["eps"] == 0.05 and r["steps"] == n)
-                        for n in (1, 2))
+    one_row, two_row = (
+        next(r for r in two["table"] if r["method"] == "InDI" and r["eps"] == 0.05 and r["steps"] == n) for n in (1, 2)
+    )
     assert walked["sets"][0]["lpips_reduction"] == pytest.approx(1 - two_row["lpips"] / one_row["lpips"], abs=1e-9)
     assert walked["sets"][0]["psnr_drop_db"] == pytest.approx(one_row["psnr"] - two_row["psnr"], abs=1e-9)
     reductions = [s["lpips_reduction"] for s in walked["sets"]]
     assert walked["lpips_reduction_mean"] == pytest.approx(np.mean(reductions))
     assert walked["lpips_reduction_sem"] == pytest.approx(np.std(reductions, ddof=1) / np.sqrt(3))
     with pytest.raises(SystemExit):
-        floor_check.main(["--model", str(repo), "--task", "denoise", "--data_dir", str(photos), "--tradeoff_steps", "1"])
+        floor_check.main(
+            ["--model", str(repo), "--task", "denoise", "--data_dir", str(photos), "--tradeoff_steps", "1"]
+        )
     with pytest.raises(SystemExit):
         floor_check.main(["--model", str(repo), "--task", "denoise", "--data_dir", str(photos), "--steps", "2"])
 
@@ -198,42 +254,60 @@ def test_trade_off_sentence_says_whether_the_rule_is_met():
         {**base, "psnr_drop_vs_one_step": -0.37, "lpips_reduction_vs_one_step": 0.012}
     )
     assert "LPIPS 1.2 % lower than 1 step, PSNR 0.37 dB higher." in better and better.endswith("is not met.")
-    one = make_model_card.trade_off_sentence({"recommended_steps": 1, "psnr_drop_vs_one_step": 0.0,
-                                              "lpips_reduction_vs_one_step": 0.0})
+    one = make_model_card.trade_off_sentence(
+        {"recommended_steps": 1, "psnr_drop_vs_one_step": 0.0, "lpips_reduction_vs_one_step": 0.0}
+    )
     assert one.startswith("No step count above 1") and one.endswith("is not met.")
 
 
 def test_trade_off_sentence_judges_by_the_floor_check_s_draws_at_the_recommended_steps():
-    edge = {"setting": "default", "recommended_steps": 8, "psnr_drop_vs_one_step": 0.63,
-            "lpips_reduction_vs_one_step": 0.098}
+    edge = {
+        "setting": "default",
+        "recommended_steps": 8,
+        "psnr_drop_vs_one_step": 0.63,
+        "lpips_reduction_vs_one_step": 0.098,
+    }
 
     def draws(mean, sem, drop=0.64, steps=8):
-        return {**_floor_check(2.5, 0.1), "tradeoff_steps": steps, "lpips_reduction_mean": mean,
-                "lpips_reduction_sem": sem, "psnr_drop_db_mean": drop}
+        return {
+            **_floor_check(2.5, 0.1),
+            "tradeoff_steps": steps,
+            "lpips_reduction_mean": mean,
+            "lpips_reduction_sem": sem,
+            "psnr_drop_db_mean": drop,
+        }
 
     met = make_model_card.trade_off_sentence(edge, draws(0.137, 0.012))
-    assert met.startswith("Recommended 8 steps: LPIPS 9.8 % lower than 1 step, PSNR 0.63 dB lower on the table's draw; "
-                          "over 8 disjoint draws of 32 crops (`floor_check.json`), LPIPS 13.7 ± 1.2 % lower (mean ± "
-                          "standard error), PSNR 0.64 dB lower.")
+    assert met.startswith(
+        "Recommended 8 steps: LPIPS 9.8 % lower than 1 step, PSNR 0.63 dB lower on the table's draw; "
+        "over 8 disjoint draws of 32 crops (`floor_check.json`), LPIPS 13.7 ± 1.2 % lower (mean ± "
+        "standard error), PSNR 0.64 dB lower."
+    )
     assert met.endswith("is met, judged by the mean over the draws.")
     assert make_model_card.trade_off_sentence(edge, draws(0.105, 0.01)).endswith(
-        "is met only within the noise: 10 % lies within two standard errors of the mean.")
-    assert make_model_card.trade_off_sentence(edge, draws(0.06, 0.01)).endswith("is not met, judged by the mean over "
-                                                                                "the draws.")
-    assert make_model_card.trade_off_sentence(edge, draws(0.2, 0.01, drop=1.2)).endswith("is not met, judged by the "
-                                                                                        "mean over the draws.")
+        "is met only within the noise: 10 % lies within two standard errors of the mean."
+    )
+    assert make_model_card.trade_off_sentence(edge, draws(0.06, 0.01)).endswith(
+        "is not met, judged by the mean over the draws."
+    )
+    assert make_model_card.trade_off_sentence(edge, draws(0.2, 0.01, drop=1.2)).endswith(
+        "is not met, judged by the mean over the draws."
+    )
     # draws at another step count, or of another setting, leave the table's verdict
     assert make_model_card.trade_off_sentence(edge, draws(0.137, 0.012, steps=4)).endswith(
         "0.63 dB lower. The project's trade-off rule (some step count above 1 lowers LPIPS by at least 10 % with PSNR "
-        "within 1 dB of 1 step) is not met.")
+        "within 1 dB of 1 step) is not met."
+    )
     assert make_model_card.trade_off_sentence({**edge, "setting": "q30"}, draws(0.137, 0.012)).endswith("is not met.")
 
 
 def test_floor_sentences_say_met_or_missed_per_setting():
     table = {"model_eps": 0.01, "table": [_row("degraded input", None, 15.0, 0.9), _row("InDI", 1, 29.5, 0.2)]}
-    evaluations = [{"setting": "sigma50", "gain_over_input_db_one_step": 14.5, **table},
-                   {"setting": "sigma25", "gain_over_input_db_one_step": 10.0, **table},
-                   {"setting": "sigma10", "gain_over_input_db_one_step": 3.0, **table}]  # no floor for this setting
+    evaluations = [
+        {"setting": "sigma50", "gain_over_input_db_one_step": 14.5, **table},
+        {"setting": "sigma25", "gain_over_input_db_one_step": 10.0, **table},
+        {"setting": "sigma10", "gain_over_input_db_one_step": 3.0, **table},
+    ]  # no floor for this setting
     sentences = make_model_card.floor_sentences(evaluations, "denoise")
     assert len(sentences) == 2
     assert sentences[0].endswith("this model (+14.50 dB) meets it.")
@@ -241,39 +315,66 @@ def test_floor_sentences_say_met_or_missed_per_setting():
     assert make_model_card.floor_limitations(evaluations[:1], "denoise") == []
     assert "sigma25 by 1.00 dB" in make_model_card.floor_limitations(evaluations, "denoise")[0]
     # A task with one setting ("default") names no setting.
-    motion = [{"setting": "default", "gain_over_input_db_one_step": 1.25, "model_eps": 0.01,
-               "table": [_row("degraded input", None, 29.5, 0.25), _row("InDI", 1, 30.75, 0.20)]}]
+    motion = [
+        {
+            "setting": "default",
+            "gain_over_input_db_one_step": 1.25,
+            "model_eps": 0.01,
+            "table": [_row("degraded input", None, 29.5, 0.25), _row("InDI", 1, 30.75, 0.20)],
+        }
+    ]
     assert make_model_card.floor_sentences(motion, "motion_deblur") == [
         "- The project's quality floor is +3.0 dB at 1 step; this model (+1.25 dB) **misses it by 1.75 dB** "
-        "(see Limitations)."]
+        "(see Limitations)."
+    ]
     assert make_model_card.floor_limitations(motion, "motion_deblur")[0].startswith(
         "- Below the project's quality floor (by 1.75 dB): it is published because it beats the input on PSNR and "
-        "LPIPS at once at 1 step (table above)")
+        "LPIPS at once at 1 step (table above)"
+    )
 
 
 def _floor_check(mean: float, sem: float | None, first_gain: float = 1.69, setting: str = "default") -> dict:
-    return {"setting": setting, "gain_db_mean": mean, "gain_db_sem": sem, "seed_sets": 8, "crops_per_set": 32,
-            "sets": [{"seed": 0, "gain_db": first_gain, "gain_db_eps0": first_gain + 0.3}]}
+    return {
+        "setting": setting,
+        "gain_db_mean": mean,
+        "gain_db_sem": sem,
+        "seed_sets": 8,
+        "crops_per_set": 32,
+        "sets": [{"seed": 0, "gain_db": first_gain, "gain_db_eps0": first_gain + 0.3}],
+    }
 
 
 def test_floor_sentences_judge_the_floor_by_the_floor_check_s_mean_and_standard_error():
     """With a floor_check.json the verdict is met / missed / within the noise (two standard errors), not one draw's."""
-    defocus = [{"setting": "default", "seed": 0, "gain_over_input_db_one_step": 1.69, "model_eps": 0.01,
-                "table": [_row("degraded input", None, 32.6, 0.20), _row("InDI", 1, 34.3, 0.15)]}]
+    defocus = [
+        {
+            "setting": "default",
+            "seed": 0,
+            "gain_over_input_db_one_step": 1.69,
+            "model_eps": 0.01,
+            "table": [_row("degraded input", None, 32.6, 0.20), _row("InDI", 1, 34.3, 0.15)],
+        }
+    ]
 
     def sentences(mean, sem, setting="default"):
         check = _floor_check(mean, sem, setting=setting)
-        return (make_model_card.floor_sentences(defocus, "defocus_deblur", check),
-                make_model_card.floor_limitations(defocus, "defocus_deblur", check))
+        return (
+            make_model_card.floor_sentences(defocus, "defocus_deblur", check),
+            make_model_card.floor_limitations(defocus, "defocus_deblur", check),
+        )
 
     within, limits = sentences(2.06, 0.13)
-    assert within[0].startswith("- The project's quality floor is +2.0 dB at 1 step. This model gains +1.69 dB on the "
-                                "table's draw of degradations and +2.06 ± 0.13 dB (mean ± standard error over 8 "
-                                "disjoint draws of 32 crops, `floor_check.json`; the table is the first draw): ")
+    assert within[0].startswith(
+        "- The project's quality floor is +2.0 dB at 1 step. This model gains +1.69 dB on the "
+        "table's draw of degradations and +2.06 ± 0.13 dB (mean ± standard error over 8 "
+        "disjoint draws of 32 crops, `floor_check.json`; the table is the first draw): "
+    )
     assert "at the floor only within the noise" in within[0]
-    assert limits == ["- At the project's quality floor only within the noise of the evaluation (+2.06 ± 0.13 dB "
-                      "against +2.0 dB): it is published because it beats the input on PSNR and LPIPS at once at 1 "
-                      "step (table above), until a longer training run clears the floor by more than the noise."]
+    assert limits == [
+        "- At the project's quality floor only within the noise of the evaluation (+2.06 ± 0.13 dB "
+        "against +2.0 dB): it is published because it beats the input on PSNR and LPIPS at once at 1 "
+        "step (table above), until a longer training run clears the floor by more than the noise."
+    ]
     # One draw below the floor does not decide when the mean is clearly above it.
     met, limits = sentences(2.40, 0.13)
     assert met[0].endswith(": it meets the floor.") and limits == []
@@ -282,13 +383,18 @@ def test_floor_sentences_judge_the_floor_by_the_floor_check_s_mean_and_standard_
     assert limits[0].startswith("- Below the project's quality floor (by 0.90 dB): it is published because")
     # A floor check of another setting leaves the single-draw verdict; one set (no standard error) has no noise band.
     other, _ = sentences(2.40, 0.13, setting="sigma25")
-    assert other[0] == "- The project's quality floor is +2.0 dB at 1 step; this model (+1.69 dB) **misses it by " \
+    assert (
+        other[0] == "- The project's quality floor is +2.0 dB at 1 step; this model (+1.69 dB) **misses it by "
         "0.31 dB** (see Limitations)."
+    )
     one_set = _floor_check(1.95, None, first_gain=1.95)  # one draw, the table's: no noise band
     assert make_model_card.FloorCheck("default", 2.0, 1.95, one_set).verdict == "missed"
-    assert "+1.95 dB in `floor_check.json` (one draw of 32 crops, the table's): **it misses the floor by 0.05 dB**" in \
-        make_model_card.floor_sentences([{**defocus[0], "gain_over_input_db_one_step": 1.95}], "defocus_deblur",
-                                        one_set)[0]
+    assert (
+        "+1.95 dB in `floor_check.json` (one draw of 32 crops, the table's): **it misses the floor by 0.05 dB**"
+        in make_model_card.floor_sentences(
+            [{**defocus[0], "gain_over_input_db_one_step": 1.95}], "defocus_deblur", one_set
+        )[0]
+    )
     assert make_model_card.verdict_against(2.0, 2.1, 0.06) == "within noise"
     assert make_model_card.verdict_against(2.0, 2.1, 0.04) == "met"
 
@@ -300,8 +406,11 @@ def test_a_floor_check_of_other_weights_or_crops_is_refused(tmp_path):
     (tmp_path / "floor_check.json").write_text(json.dumps(_floor_check(2.06, 0.13, first_gain=1.689)))
     assert make_model_card.load_floor_check(tmp_path, [evaluation])["gain_db_mean"] == 2.06
     (tmp_path / "floor_check.json").write_text(json.dumps(_floor_check(2.06, 0.13, first_gain=1.75)))
-    with pytest.raises(ValueError, match=r"is stale: its first seed set \(seed 0\) gains \+1.750 dB, "
-                                         r"eval_default.json \(seed 0\) \+1.690 dB"):
+    with pytest.raises(
+        ValueError,
+        match=r"is stale: its first seed set \(seed 0\) gains \+1.750 dB, "
+        r"eval_default.json \(seed 0\) \+1.690 dB",
+    ):
         make_model_card.load_floor_check(tmp_path, [evaluation])
     (tmp_path / "floor_check.json").write_text(json.dumps(_floor_check(2.06, 0.13, setting="q30")))
     with pytest.raises(ValueError, match="no eval_q30.json"):
@@ -315,24 +424,50 @@ def _row(method: str, steps: int | None, psnr: float, lpips: float, eps: float |
 def test_improvement_over_input_says_where_the_model_beats_the_input():
     source = _row("degraded input", None, 29.5, 0.25)
     # PSNR only at 1 step, LPIPS only with more steps; the eps = 0 row (not the model's eps) is left out
-    split = {"model_eps": 0.01, "table": [source, _row("InDI", 1, 29.8, 0.27), _row("InDI", 8, 29.0, 0.19),
-                                          _row("InDI", 1, 30.5, 0.1, eps=0.0)]}
+    split = {
+        "model_eps": 0.01,
+        "table": [
+            source,
+            _row("InDI", 1, 29.8, 0.27),
+            _row("InDI", 8, 29.0, 0.19),
+            _row("InDI", 1, 30.5, 0.1, eps=0.0),
+        ],
+    }
     assert make_model_card.improvement_over_input(split) == (
         "it improves on the input, though not on PSNR and LPIPS at the same step count: +0.30 dB PSNR at 1 step(s); "
-        "LPIPS 0.190 against 0.250 at 8 steps")
-    both = {"model_eps": 0.01, "table": [source, _row("InDI", 1, 29.8, 0.27), _row("InDI", 2, 29.7, 0.24),
-                                         _row("InDI", 4, 29.6, 0.22)]}
+        "LPIPS 0.190 against 0.250 at 8 steps"
+    )
+    both = {
+        "model_eps": 0.01,
+        "table": [source, _row("InDI", 1, 29.8, 0.27), _row("InDI", 2, 29.7, 0.24), _row("InDI", 4, 29.6, 0.22)],
+    }
     assert make_model_card.improvement_over_input(both) == "it beats the input on PSNR and LPIPS at once at 2, 4 steps"
     worse = {"model_eps": 0.01, "table": [source, _row("InDI", 1, 29.0, 0.3)]}
     assert make_model_card.improvement_over_input(worse) == "it does not improve on the input"
 
 
 def _train_info(command: str, steps: int, device: str = "cpu", base: dict | None = None) -> dict:
-    return {"args": {"loss": "l1", "learning_rate": 1e-3, "lr_warmup_steps": 10, "train_batch_size": 4,
-                     "resolution": 64, "ema_max_decay": 0.999, "seed": 0, "t_sampling": "uniform", "eps": None},
-            "mixed_precision": "no", "global_step": steps, "wall_seconds": 12.0 * steps, "device": device,
-            "images_per_second_median": 3.0, "stop_reason": "max_train_steps", "command": command,
-            "init_from_train_info": base}
+    return {
+        "args": {
+            "loss": "l1",
+            "learning_rate": 1e-3,
+            "lr_warmup_steps": 10,
+            "train_batch_size": 4,
+            "resolution": 64,
+            "ema_max_decay": 0.999,
+            "seed": 0,
+            "t_sampling": "uniform",
+            "eps": None,
+        },
+        "mixed_precision": "no",
+        "global_step": steps,
+        "wall_seconds": 12.0 * steps,
+        "device": device,
+        "images_per_second_median": 3.0,
+        "stop_reason": "max_train_steps",
+        "command": command,
+        "init_from_train_info": base,
+    }
 
 
 def test_model_card_describes_every_training_stage_of_a_fine_tune(tmp_path):
@@ -346,7 +481,10 @@ def test_model_card_describes_every_training_stage_of_a_fine_tune(tmp_path):
     (repo / "train_info.json").write_text(json.dumps(tuned))
     make_model_card.main([str(repo)])
     text = (repo / "README.md").read_text()
-    first, second = text.index("- Stage 1 of 2: 40 steps"), text.index("- Stage 2 of 2 (fine-tunes the previous): 7 steps")
+    first, second = (
+        text.index("- Stage 1 of 2: 40 steps"),
+        text.index("- Stage 2 of 2 (fine-tunes the previous): 7 steps"),
+    )
     assert first < second
     assert "on GPU X, one of 5 training runs sharing it" in text[first:second]  # an old record: train_zoo.sh ran 5
     assert "stopped by max_train_steps (resumed at step 5 from checkpoint-5). " in text[second:]
@@ -363,8 +501,10 @@ def test_stage_line_names_the_launcher_the_gpu_share_and_a_different_task():
     line = make_model_card.stage_line(1, info, 2, "motion_deblur")
     assert line.startswith("- Stage 1 of 2 on the defocus_deblur task: 30 steps")
     assert "on GPU Y, one of 4 training runs sharing it," in line
-    assert line.endswith("Launched by `ZOO_TASKS=x train/gpu_session.sh OUT 5`; its training command: "
-                         "`train/train_indi.py --task defocus_deblur`.")
+    assert line.endswith(
+        "Launched by `ZOO_TASKS=x train/gpu_session.sh OUT 5`; its training command: "
+        "`train/train_indi.py --task defocus_deblur`."
+    )
     info.update(concurrent_runs=1, launched_by=None)
     line = make_model_card.stage_line(2, info, 2, "defocus_deblur")
     assert "sharing" not in line and "on the defocus_deblur task" not in line
@@ -378,8 +518,10 @@ def test_stage_line_says_when_a_stage_grew_its_base_network():
     info = _train_info(command, 30, "cpu", base=base)
     info["args"].update(init_from="base", encoder_blocks=[1, 1, 2, 4], middle_blocks=4)
     line = make_model_card.stage_line(2, info, 2, "motion_deblur")
-    assert line.startswith("- Stage 2 of 2 (fine-tunes the previous), grown to encoder [1, 1, 2, 4], middle 4 blocks "
-                           "(the added blocks start as identities): 30 steps")
+    assert line.startswith(
+        "- Stage 2 of 2 (fine-tunes the previous), grown to encoder [1, 1, 2, 4], middle 4 blocks "
+        "(the added blocks start as identities): 30 steps"
+    )
     assert "grown to" not in make_model_card.stage_line(1, base, 2, "motion_deblur")
     # A later fine-tune of the grown net inherits its blocks (flags left out) or repeats them: no growth either time.
     later = _train_info("train/train_indi.py --init_from grown", 20, "cpu", base=info)
@@ -396,21 +538,36 @@ def test_a_missed_floor_says_what_the_stages_tried():
     second = _train_info("python train/train_indi.py --init_from first", 475, "CPU (AMD EPYC, 1 thread)", base=first)
     second["args"].update(loss="nmse", t_sampling="mixture", t_one_probability=0.5, eps=0.01, init_from="first")
     third = _train_info("python train/train_indi.py --init_from second", 25, "NVIDIA H100", base=second)
-    third["args"].update(loss="nmse", t_sampling="mixture", t_one_probability=0.4, eps=0.01, init_from="second",
-                         encoder_blocks=[1, 1, 2, 4], middle_blocks=4)
+    third["args"].update(
+        loss="nmse",
+        t_sampling="mixture",
+        t_one_probability=0.4,
+        eps=0.01,
+        init_from="second",
+        encoder_blocks=[1, 1, 2, 4],
+        middle_blocks=4,
+    )
     stages = make_model_card.training_stages(third)
     assert make_model_card.tried_text(stages) == (
         "Its stages above tried L1 and input-normalised MSE losses; p(t) uniform on (0, 1], alone and mixed with t = 1 "
         "at weight 0.4 or 0.5; eps 0.02 and 0.01; encoder [1, 1, 1, 1], middle 2, decoder [1, 1, 1, 1] grown to "
-        "encoder [1, 1, 2, 4], middle 4, decoder [1, 1, 1, 1] blocks; 15 min of training on GPUs and 95 min on CPUs.")
-    motion = [{"setting": "default", "gain_over_input_db_one_step": 1.25, "model_eps": 0.01,
-               "table": [_row("degraded input", None, 29.5, 0.25), _row("InDI", 1, 30.75, 0.20)]}]
+        "encoder [1, 1, 2, 4], middle 4, decoder [1, 1, 1, 1] blocks; 15 min of training on GPUs and 95 min on CPUs."
+    )
+    motion = [
+        {
+            "setting": "default",
+            "gain_over_input_db_one_step": 1.25,
+            "model_eps": 0.01,
+            "table": [_row("degraded input", None, 29.5, 0.25), _row("InDI", 1, 30.75, 0.20)],
+        }
+    ]
     line = make_model_card.floor_limitations(motion, "motion_deblur", stages=stages)[0]
     assert "until a better model replaces it. Its stages above tried L1" in line and "a GPU" not in line
     # One network throughout, one p(t): no "grown to", no "alone and".
     assert make_model_card.tried_text(stages[:1]) == (
         "Its stages above tried L1 losses; p(t) uniform; eps 0.02; encoder [1, 1, 1, 1], middle 2, decoder [1, 1, 1, 1] "
-        "blocks; 10 min of training on GPUs and 0 min on CPUs.")
+        "blocks; 10 min of training on GPUs and 0 min on CPUs."
+    )
 
 
 def test_regression_baseline_row_and_plot_line(tmp_path):
@@ -458,10 +615,20 @@ def test_bm3d_is_for_denoising_and_needs_its_package(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("task", ["defocus_deblur", "motion_deblur"])
 def test_oracle_deconvolution_reproduces_the_evaluation_blur_and_beats_it(tmp_path, task):
-    import oracle_deconvolution
+    from research import oracle_deconvolution
 
-    result = oracle_deconvolution.main(["--task", task, "--data_dir", str(_photos(tmp_path / "photos", size=64)),
-                                        "--crop", "64", "--json", str(tmp_path / "oracle.json")])
+    result = oracle_deconvolution.main(
+        [
+            "--task",
+            task,
+            "--data_dir",
+            str(_photos(tmp_path / "photos", size=64)),
+            "--crop",
+            "64",
+            "--json",
+            str(tmp_path / "oracle.json"),
+        ]
+    )
     assert len(result["images"]) == 2 and json.loads((tmp_path / "oracle.json").read_text()) == result
     # Told the true kernel, the best regularised inverse restores smooth photos better than the blurred input.
     assert result["oracle_psnr"] > result["input_psnr"] + 1.0
@@ -469,12 +636,28 @@ def test_oracle_deconvolution_reproduces_the_evaluation_blur_and_beats_it(tmp_pa
 
 
 def test_oracle_deconvolution_tabulates_a_model_s_gain_by_blur_size(tmp_path):
-    import oracle_deconvolution
+    from research import oracle_deconvolution
 
     photos = _photos(tmp_path / "photos", count=2, size=128)
     repo = _repo(tmp_path / "repo", "defocus_deblur", identity=True)
-    result = oracle_deconvolution.main(["--task", "defocus_deblur", "--data_dir", str(photos), "--crop", "64",
-                                        "--grid", "2", "--model", str(repo), "--bins", "2", "--threads", "1"])
+    result = oracle_deconvolution.main(
+        [
+            "--task",
+            "defocus_deblur",
+            "--data_dir",
+            str(photos),
+            "--crop",
+            "64",
+            "--grid",
+            "2",
+            "--model",
+            str(repo),
+            "--bins",
+            "2",
+            "--threads",
+            "1",
+        ]
+    )
     rows = result["images"]
     assert len(rows) == 8 and all(1.0 <= r["blur_size"] <= 6.0 for r in rows)
     # the identity model's 1 step returns the blurred input (clipped to [0, 1] by the pipeline, where the noise left
@@ -497,13 +680,32 @@ def test_verify_zoo_reruns_the_recorded_evaluation_and_checks_the_card(tmp_path,
     card is named."""
     import shlex
 
-    import floor_check
-    import verify_zoo
+    from research import floor_check
+    from zoo import verify_zoo
 
     repo = _repo(tmp_path / "indi-jpeg", "jpeg", identity=False, eps=0.02)
     photos = _photos(tmp_path / "photos")
-    argv = ["--model", str(repo), "--task", "jpeg", "--data_dir", str(photos), "--crop", "64", "--steps", "1", "2",
-            "--variation_seeds", "2", "--variation_images", "1", "--variation_crop", "32", "--threads", "1"]
+    argv = [
+        "--model",
+        str(repo),
+        "--task",
+        "jpeg",
+        "--data_dir",
+        str(photos),
+        "--crop",
+        "64",
+        "--steps",
+        "1",
+        "2",
+        "--variation_seeds",
+        "2",
+        "--variation_images",
+        "1",
+        "--variation_crop",
+        "32",
+        "--threads",
+        "1",
+    ]
     eval_indi.main(argv)
     path = repo / "eval_q10.json"
     recorded = json.loads(path.read_text())
@@ -526,12 +728,23 @@ def test_verify_zoo_reruns_the_recorded_evaluation_and_checks_the_card(tmp_path,
     (repo / "eval_q30.json").write_text(json.dumps(q30))
     make_model_card.main([str(repo)])
     assert verify_zoo.main([str(repo), "--jobs", "2", "--json", str(tmp_path / "verify.json")]) == 0
-    assert [(r["setting"], r["problems"]) for r in json.loads((tmp_path / "verify.json").read_text())] == \
-        [("q10", []), ("q30", [])]
+    assert [(r["setting"], r["problems"]) for r in json.loads((tmp_path / "verify.json").read_text())] == [
+        ("q10", []),
+        ("q30", []),
+    ]
 
     # A floor check in the repo is re-run too, and the card states it.
-    floor_argv = [*argv[:argv.index("--steps")], "--threads", "1", "--seed_sets", "2", "--tradeoff_steps", "2", "--json",
-                  str(repo / "floor_check.json")]
+    floor_argv = [
+        *argv[: argv.index("--steps")],
+        "--threads",
+        "1",
+        "--seed_sets",
+        "2",
+        "--tradeoff_steps",
+        "2",
+        "--json",
+        str(repo / "floor_check.json"),
+    ]
     floor = floor_check.main(floor_argv)
     floor["command"] = "python train/floor_check.py " + shlex.join(floor_argv)
     (repo / "floor_check.json").write_text(json.dumps(floor))
@@ -562,10 +775,11 @@ def test_verify_zoo_reruns_the_recorded_evaluation_and_checks_the_card(tmp_path,
 
 
 def test_verify_zoo_refuses_a_command_that_is_not_the_evaluation():
-    import verify_zoo
+    from zoo import verify_zoo
 
     with pytest.raises(ValueError, match="not a train/eval_indi.py command"):
         verify_zoo.recorded_arguments({"command": "python something_else.py --x 1"}, Path("/tmp/x"))
     argv = verify_zoo.recorded_arguments(
-        {"command": "python train/eval_indi.py --model m --output_dir old --crop 256"}, Path("/tmp/new"))
+        {"command": "python train/eval_indi.py --model m --output_dir old --crop 256"}, Path("/tmp/new")
+    )
     assert argv == ["--model", "m", "--crop", "256", "--output_dir", "/tmp/new"]

@@ -1,4 +1,4 @@
-"""train/gpu_session.sh (which runs train/train_zoo.sh) end to end on the CPU with tiny settings: a lent GPU's few
+"""gpu/gpu_session.sh (which runs zoo/train_zoo.sh) end to end on the CPU with tiny settings: a lent GPU's few
 minutes must not be spent finding a shell mistake. Checks the fine-tune path (ZOO_INIT_ROOT), a run without
 validation photos (left out of a tight upload), and that the packed tar is a loadable repo with its training record.
 """
@@ -6,7 +6,6 @@ validation photos (left out of a tight upload), and that the packed tar is a loa
 import json
 import os
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -18,10 +17,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _workspace(tmp_path: Path) -> Path:
-    """A checkout-like folder: train/ (the real scripts) and data/photos/train only (no val, as in a tight upload)."""
+    """A checkout-like folder: train/, zoo/ and gpu/ (the real scripts) and data/photos/train only (no val, as in a tight upload)."""
     work = tmp_path / "checkout"
     (work / "data" / "photos" / "train").mkdir(parents=True)
-    os.symlink(ROOT / "train", work / "train")
+    for folder in ("train", "zoo", "gpu"):
+        os.symlink(ROOT / folder, work / folder)
     rng = np.random.default_rng(0)
     for i in range(3):
         pixels = (rng.random((80, 80, 3)) * 255).astype(np.uint8)
@@ -34,16 +34,44 @@ def test_gpu_session_fine_tunes_and_packs_a_loadable_repo(tmp_path):
     base = save_tiny_repo(tmp_path / "candidates" / "indi-motion_deblur", task="motion_deblur")
     (base / "train_info.json").write_text(json.dumps({"command": "the base run", "global_step": 7, "history": []}))
     out = tmp_path / "out"
-    env = dict(os.environ, ZOO_TASKS="motion_deblur", ZOO_INIT_ROOT=str(tmp_path / "candidates"), SKIP_BENCH="1",
-               ZOO_GROWN_FLAGS="--encoder_blocks 2 1", GPU_SESSION_WORK=str(tmp_path / "session"),
-               OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PART_BYTES="20000")
-    result = subprocess.run(
-        ["bash", str(ROOT / "train" / "gpu_session.sh"), str(out), "0.5", "--resolution", "64",
-         "--train_batch_size", "2", "--max_train_steps", "2", "--mixed_precision", "no", "--report_to", "none"],
-        cwd=work, env=env, capture_output=True, text=True, timeout=300,
+    env = dict(
+        os.environ,
+        ZOO_TASKS="motion_deblur",
+        ZOO_INIT_ROOT=str(tmp_path / "candidates"),
+        SKIP_BENCH="1",
+        ZOO_GROWN_FLAGS="--encoder_blocks 2 1",
+        GPU_SESSION_WORK=str(tmp_path / "session"),
+        OMP_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        PART_BYTES="20000",
     )
-    log = (tmp_path / "session" / "zoo" / "indi-motion_deblur.log")
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:] + (log.read_text()[-3000:] if log.exists() else "")
+    result = subprocess.run(
+        [
+            "bash",
+            str(ROOT / "gpu" / "gpu_session.sh"),
+            str(out),
+            "0.5",
+            "--resolution",
+            "64",
+            "--train_batch_size",
+            "2",
+            "--max_train_steps",
+            "2",
+            "--mixed_precision",
+            "no",
+            "--report_to",
+            "none",
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    log = tmp_path / "session" / "zoo" / "indi-motion_deblur.log"
+    assert result.returncode == 0, (
+        result.stdout[-2000:] + result.stderr[-2000:] + (log.read_text()[-3000:] if log.exists() else "")
+    )
     assert (out / "report.tar.gz").is_file()
 
     # PART_BYTES is set below the tiny repos' tars, so each comes as parts (a file over 16 MiB would not come back
@@ -65,7 +93,7 @@ def test_gpu_session_fine_tunes_and_packs_a_loadable_repo(tmp_path):
     assert json.loads((repo / "unet" / "config.json").read_text())["width"] == 8  # the base's network
     # the record names the session command and the two runs (plain and grown) that shared the device
     assert info["launched_by"].startswith('ZOO_TASKS="motion_deblur" ZOO_INIT_ROOT=')
-    assert f"train/gpu_session.sh {out} 0.5 --resolution 64" in info["launched_by"]
+    assert f"gpu/gpu_session.sh {out} 0.5 --resolution 64" in info["launched_by"]
     assert info["concurrent_runs"] == 2
 
     # the grown run: the base's network with one more block in the first encoder level

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "train"))
-from grow_network import block_names, grow_network  # noqa: E402
-
-from indi_pipeline import InDINet  # noqa: E402
+from indi_pipeline import InDINet
+from train.grow_network import block_names, grow_network
 
 
 def trained_like_net() -> InDINet:

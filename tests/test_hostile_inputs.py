@@ -28,16 +28,16 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import PIL.Image
 import pytest
 import torch
-
 from conftest import make_tiny_pipeline, save_tiny_repo
+
 from indi_pipeline.image_io import ImageFileError, open_image_file, to_image_batches
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -60,8 +60,7 @@ def _raw_png(width: int, height: int, bit_depth: int, color_type: int, rows: byt
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
-            + chunk(b"IEND", b""))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
 
 def _cut_in_half(image: PIL.Image.Image, fmt: str) -> bytes:
@@ -161,34 +160,56 @@ HTML = b"<!DOCTYPE html>\n<html><head><title>Photo</title></head><body></body></
 # One row per hostile input of the matrix in issue 7 (the ids are its rows): file name, how to make it, then what the
 # library, the CLI and the app do: RESTORES, or a regex their error must match.
 MATRIX = {
-    "truncated-png": Row("truncated-png.png", _written(_cut_in_half(NOISE, "PNG")),
-                         *everywhere("truncated or damaged")),
-    "truncated-jpeg": Row("truncated-jpeg.jpg", _written(_cut_in_half(NOISE, "JPEG")),
-                          *everywhere("truncated or damaged")),
+    "truncated-png": Row(
+        "truncated-png.png", _written(_cut_in_half(NOISE, "PNG")), *everywhere("truncated or damaged")
+    ),
+    "truncated-jpeg": Row(
+        "truncated-jpeg.jpg", _written(_cut_in_half(NOISE, "JPEG")), *everywhere("truncated or damaged")
+    ),
     "zero-byte": Row("zero-byte.png", _written(b""), *everywhere(r"the file is empty \(0 bytes\)")),
-    "text-named-png": Row("text-named-png.png", _written(b"These are my notes, saved with a .png name.\n"),
-                          *everywhere("not an image: a text file")),
+    "text-named-png": Row(
+        "text-named-png.png",
+        _written(b"These are my notes, saved with a .png name.\n"),
+        *everywhere("not an image: a text file"),
+    ),
     "html": Row("html.jpg", _written(HTML), *everywhere("not an image: an HTML page")),
-    "decompression-bomb": Row("decompression-bomb.png", _written(_raw_png(50000, 50000, 8, 2, b"")),
-                              BOMB + "50.00 MP", BOMB + "50.00 MP", BOMB + r"2\.10 MP"),
-    "png-16bit": Row("png-16bit.png", _saved(PIL.Image.fromarray(GRAY16), _to_8bit(GRAY16, "L")),
-                     *everywhere(RESTORES)),
-    "png-16bit-rgb": Row("png-16bit-rgb.png",
-                         _written(_raw_png(16, 12, 16, 2, _png_rows(RGB16)), _to_8bit(RGB16, "RGB")),
-                         *everywhere(RESTORES)),
-    "cmyk-jpeg": Row("cmyk-jpeg.jpg", _decoded_jpeg(PIL.Image.fromarray(_noise(16, 12, 4), "CMYK")),
-                     *everywhere(RESTORES)),
+    "decompression-bomb": Row(
+        "decompression-bomb.png",
+        _written(_raw_png(50000, 50000, 8, 2, b"")),
+        BOMB + "50.00 MP",
+        BOMB + "50.00 MP",
+        BOMB + r"2\.10 MP",
+    ),
+    "png-16bit": Row(
+        "png-16bit.png", _saved(PIL.Image.fromarray(GRAY16), _to_8bit(GRAY16, "L")), *everywhere(RESTORES)
+    ),
+    "png-16bit-rgb": Row(
+        "png-16bit-rgb.png",
+        _written(_raw_png(16, 12, 16, 2, _png_rows(RGB16)), _to_8bit(RGB16, "RGB")),
+        *everywhere(RESTORES),
+    ),
+    "cmyk-jpeg": Row(
+        "cmyk-jpeg.jpg", _decoded_jpeg(PIL.Image.fromarray(_noise(16, 12, 4), "CMYK")), *everywhere(RESTORES)
+    ),
     "palette": Row("palette.png", _saved(NOISE.quantize(16), NOISE.quantize(16).convert("RGB")), *everywhere(RESTORES)),
     "1-bit": Row("1-bit.png", _saved(BITS, BITS.convert("L")), *everywhere(RESTORES)),
     "rgba": Row("rgba.png", _saved(PIL.Image.fromarray(_noise(16, 12, 4), "RGBA")), *everywhere(RESTORES)),
     "la": Row("la.png", _saved(PIL.Image.fromarray(_noise(16, 12, 2), "LA")), *everywhere(RESTORES)),
     "exif-rotated-jpeg": Row("exif-rotated-jpeg.jpg", _exif_rotated, *everywhere(RESTORES)),
-    "animated-gif": Row("animated-gif.gif", _animated_gif,
-                        *everywhere(r"an animated or multi-page GIF \(3 frames\): only still images are restored")),
+    "animated-gif": Row(
+        "animated-gif.gif",
+        _animated_gif,
+        *everywhere(r"an animated or multi-page GIF \(3 frames\): only still images are restored"),
+    ),
     "1x1": Row("1x1.png", _saved(PIL.Image.new("RGB", (1, 1), (200, 120, 40))), RESTORES, RESTORES, "1x1 " + TOO_SMALL),
     "7x13": Row("7x13.png", _saved(PIL.Image.fromarray(_noise(7, 13, 3))), RESTORES, RESTORES, "7x13 " + TOO_SMALL),
-    "8000x8000": Row("8000x8000.png", _written(_large_gray_png), TOO_BIG + "50.00 MP",
-                     TOO_BIG + r"50\.00 MP; --max-megapixels sets the limit", TOO_BIG + r"2\.10 MP"),
+    "8000x8000": Row(
+        "8000x8000.png",
+        _written(_large_gray_png),
+        TOO_BIG + "50.00 MP",
+        TOO_BIG + r"50\.00 MP; --max-megapixels sets the limit",
+        TOO_BIG + r"2\.10 MP",
+    ),
 }
 ROWS = [pytest.param(row_id, id=row_id) for row_id in MATRIX]
 
@@ -309,9 +330,24 @@ def cli_run(hostile, good, tiny_repo, tmp_path_factory):
     out = tmp_path_factory.mktemp("cli_out")
     threads = os.environ.get("INDI_TEST_THREADS", "1")
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS=threads)
-    command = [sys.executable, "-c", CLI_WITH_PEAK_MEMORY, "restore", *(str(p) for p, _ in hostile.values()),
-               str(good), "--task", "jpeg", "--model", str(tiny_repo), "--steps", "1", "--output-dir", str(out),
-               "--device", "cpu"]
+    command = [
+        sys.executable,
+        "-c",
+        CLI_WITH_PEAK_MEMORY,
+        "restore",
+        *(str(p) for p, _ in hostile.values()),
+        str(good),
+        "--task",
+        "jpeg",
+        "--model",
+        str(tiny_repo),
+        "--steps",
+        "1",
+        "--output-dir",
+        str(out),
+        "--device",
+        "cpu",
+    ]
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=CLI_TIME_LIMIT_S)
     return result, out, time.perf_counter() - start
@@ -350,7 +386,7 @@ def test_cli_keeps_going_within_bounded_time_and_memory(cli_run):
 def app(tiny_repo, tmp_path_factory):
     """The real app.py on a free port, serving the tiny jpeg repo: (gradio_client.Client, the server process)."""
     gradio_client = pytest.importorskip("gradio_client")
-    from app_server import running_app_process
+    from benchmarks.app_server import running_app_process
 
     with running_app_process(tmp_path_factory.mktemp("app"), INDI_MODEL_DIR=str(tiny_repo.parent)) as (url, process):
         yield gradio_client.Client(url, verbose=False), process

@@ -18,11 +18,10 @@ import huggingface_hub.constants
 import numpy as np
 import pytest
 import torch
+from conftest import make_tiny_pipeline
 from safetensors.torch import load_file
 
 from indi_pipeline import InDINet, InDIPipeline, InDIScheduler
-
-from conftest import make_tiny_pipeline
 
 REPO_ID = "indi-test-org/indi-tiny"
 LFS_SUFFIXES = (".safetensors", ".bin")
@@ -98,15 +97,14 @@ def saved_pipe(tmp_path):
 
 def _outputs(pipe):
     image = np.random.default_rng(0).random((2, 11, 13, 3), dtype=np.float32)
-    return pipe(
-        image, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np"
-    ).images
+    return pipe(image, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np").images
 
 
 def _assert_same_pipeline(loaded, pipe):
     assert isinstance(loaded, InDIPipeline)
     assert isinstance(loaded.unet, InDINet) and isinstance(loaded.scheduler, InDIScheduler)
     assert loaded.config.upscale_factor == pipe.config.upscale_factor
+
     def public(config):  # JSON turns tuples into lists
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dict(config).items() if not k.startswith("_")}
 

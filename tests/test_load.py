@@ -1,4 +1,4 @@
-"""The Space under load (scripts/load_test_space.py with cheap settings): 16 concurrent gradio_client callers send a
+"""The Space under load (benchmarks/load_test_space.py with cheap settings): 16 concurrent gradio_client callers send a
 512x512 photo to /restore (1 step) while the app's queue holds 2 waiting requests (INDI_APP_QUEUE_SIZE), so most are
 told the queue is full. Every call must complete or be refused that way, the server must still answer afterwards, and
 its memory must not grow by more than one restore's worth. Uses the bundled jpeg model; skipped if it is missing.
@@ -9,13 +9,10 @@ tests/test_app.py::test_upload_over_the_file_size_limit_is_refused.)
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 
 import pytest
 
-from app_server import REPO
 from indi_pipeline.tasks import TASKS
 
 pytest.importorskip("gradio_client")
@@ -30,18 +27,22 @@ MAX_GROWTH_MB = 800
 
 @pytest.fixture(scope="module")
 def load_test():
-    spec = importlib.util.spec_from_file_location("load_test_space", REPO / "scripts" / "load_test_space.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    return module
+    from benchmarks import load_test_space
+
+    return load_test_space
 
 
 @pytest.mark.skipif(not (TASKS["jpeg"].local_path / "model_index.json").is_file(), reason="no bundled jpeg model")
 def test_concurrent_callers_complete_or_are_told_the_queue_is_full(load_test):
     result = load_test.run_load_test(
-        callers=CALLERS, size=512, steps=1, task="jpeg", queue_size=QUEUE_SIZE,
-        threads=int(os.environ.get("INDI_TEST_THREADS", "1")), timeout=240, log=lambda *_: None,
+        callers=CALLERS,
+        size=512,
+        steps=1,
+        task="jpeg",
+        queue_size=QUEUE_SIZE,
+        threads=int(os.environ.get("INDI_TEST_THREADS", "1")),
+        timeout=240,
+        log=lambda *_: None,
     )
     table = load_test.format_table(result)
     assert result["errors"] == 0, table

@@ -2,11 +2,10 @@
 
 import pytest
 import torch
+from conftest import TINY_NET_KWARGS, make_tiny_net
 from safetensors.torch import load_file
 
 from indi_pipeline import InDINet
-
-from conftest import TINY_NET_KWARGS, make_tiny_net
 
 
 def _input(n=2, h=16, w=24, seed=0):
@@ -65,8 +64,12 @@ def test_channel_norm_applies_a_shared_film_in_its_own_pass_and_a_per_image_film
     for batch in (1, 3):  # batch 1: the shared FiLM goes into layer_norm's affine
         gain, shift = torch.randn(batch, 8, 1, 1), torch.randn(batch, 8, 1, 1)
         torch.testing.assert_close(norm(x, gain, shift), normalised * (1 + gain) + shift, rtol=0, atol=1e-5)
-        torch.testing.assert_close(norm(x.to(memory_format=torch.channels_last), gain, shift),
-                                   normalised * (1 + gain) + shift, rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            norm(x.to(memory_format=torch.channels_last), gain, shift),
+            normalised * (1 + gain) + shift,
+            rtol=0,
+            atol=1e-5,
+        )
     conv, scale = torch.nn.Conv2d(8, 4, 1), torch.randn(1, 4, 1, 1)
     torch.testing.assert_close(scaled_conv(conv, x, scale), conv(x) * scale, rtol=0, atol=1e-5)
 

@@ -4,12 +4,11 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from conftest import TINY_NET_KWARGS, make_tiny_pipeline
 from diffusers import UNet2DModel
 
 from indi_pipeline import InDINet, InDIPipeline, InDIPipelineOutput, InDIScheduler
 from indi_pipeline.degradations import bicubic_upsample
-
-from conftest import TINY_NET_KWARGS, make_tiny_pipeline
 
 STEPS = 2
 
@@ -205,9 +204,7 @@ def test_generator_list_is_per_image(noisy_pipe):
 def test_strength_and_trajectory(tiny_pipe, strength):
     steps = 3
     image = torch.rand(1, 3, 8, 8)
-    out = tiny_pipe(
-        image, num_inference_steps=steps, strength=strength, output_type="pt", return_trajectory=True
-    )
+    out = tiny_pipe(image, num_inference_steps=steps, strength=strength, output_type="pt", return_trajectory=True)
     assert len(out.timesteps) == steps + 1 and len(out.trajectory) == steps + 1
     assert out.timesteps[0] == pytest.approx(strength)
     assert out.timesteps[-1] == 0.0

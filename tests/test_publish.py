@@ -22,11 +22,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import make_tiny_net
 from huggingface_hub import EvalResult, ModelCardData
 
 from indi_pipeline import InDINet, InDIPipeline, InDIScheduler, __version__
-
-from conftest import make_tiny_net
 
 ROOT = Path(__file__).resolve().parent.parent
 REPO_ID = "indi-test-org/indi-tiny-sr4"
@@ -232,8 +231,20 @@ def test_upload_creates_repo_and_uploads_the_staging_folder(repo, tmp_path, monk
     monkeypatch.setattr(huggingface_hub, "upload_folder", fake_upload_folder)
     staging = tmp_path / "staging"
     publish.main(
-        [str(repo), "--repo_id", REPO_ID, "--staging_dir", str(staging), "--private", "--revision", "v1",
-         "--token", "hf_test", "--commit_message", "first models"]
+        [
+            str(repo),
+            "--repo_id",
+            REPO_ID,
+            "--staging_dir",
+            str(staging),
+            "--private",
+            "--revision",
+            "v1",
+            "--token",
+            "hf_test",
+            "--commit_message",
+            "first models",
+        ]
     )
 
     assert [c[:2] for c in calls] == [("create_repo", REPO_ID), ("create_branch", REPO_ID), ("upload_folder", REPO_ID)]
@@ -380,7 +391,11 @@ def test_plain_diffusers_loads_the_staged_repo_with_trust_remote_code(staged, tm
     out_file = tmp_path / "restored.npy"
     result = subprocess.run(
         [sys.executable, "-I", "-S", "-c", FRESH_SCRIPT, site_dirs, str(staging), str(out_file)],
-        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -397,8 +412,9 @@ def test_plain_diffusers_loads_the_staged_repo_with_trust_remote_code(staged, tm
     # The generated code restores exactly what the installed library restores from the same repo and seed.
     pipe = InDIPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
-    expected = pipe(_low_res_input(), num_inference_steps=2, generator=torch.Generator().manual_seed(0),
-                    output_type="np").images
+    expected = pipe(
+        _low_res_input(), num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np"
+    ).images
     np.testing.assert_allclose(restored, expected, atol=1e-6)
 
 

@@ -8,8 +8,10 @@ from indi_pipeline import tiling
 from indi_pipeline.metrics import psnr
 
 
-@pytest.mark.parametrize("length,tile,overlap,align", [(1024, 512, 64, 32), (800, 512, 64, 32), (37, 16, 4, 8),
-                                                       (3000, 512, 64, 32), (520, 512, 64, 8)])
+@pytest.mark.parametrize(
+    "length,tile,overlap,align",
+    [(1024, 512, 64, 32), (800, 512, 64, 32), (37, 16, 4, 8), (3000, 512, 64, 32), (520, 512, 64, 8)],
+)
 def test_tile_starts_cover_align_and_overlap(length, tile, overlap, align):
     starts = tiling.tile_starts(length, tile, overlap, align)
     assert starts[0] == 0 and starts[-1] == length - tile
@@ -31,8 +33,9 @@ def _image(height, width, seed=0):
 
 
 def _run(pipe, image, **kwargs):
-    return pipe(image, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="pt",
-                **kwargs).images
+    return pipe(
+        image, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="pt", **kwargs
+    ).images
 
 
 @pytest.mark.parametrize("height,width", [(128, 128), (45, 77)])
@@ -77,9 +80,15 @@ def pipe_batch(image):
     return to_image_batches(image)[0]
 
 
-@pytest.mark.parametrize("kwargs,word", [({"tile_size": -1}, "tile_size"), ({"tile_size": 2.5}, "tile_size"),
-                                         ({"tile_size": 32, "tile_overlap": 16}, "tile_overlap"),
-                                         ({"tile_size": 32, "tile_overlap": 4, "tile_batch_size": 0}, "tile_batch_size")])
+@pytest.mark.parametrize(
+    "kwargs,word",
+    [
+        ({"tile_size": -1}, "tile_size"),
+        ({"tile_size": 2.5}, "tile_size"),
+        ({"tile_size": 32, "tile_overlap": 16}, "tile_overlap"),
+        ({"tile_size": 32, "tile_overlap": 4, "tile_batch_size": 0}, "tile_batch_size"),
+    ],
+)
 def test_bad_tile_arguments_are_named(kwargs, word):
     with pytest.raises(ValueError, match=word):
         _run(make_tiny_pipeline(), _image(64, 64), **kwargs)

@@ -24,11 +24,26 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "train" / "train_indi.py"
+MODULE = "train.train_indi"  # run as `python -m train.train_indi` from the checkout's root
 
 # Tiny InDINet (input multiple 2 * 2**2 = 8; crops must be a multiple of that).
 TINY = ["--width", "12", "--encoder_blocks", "1", "1", "--decoder_blocks", "1", "1", "--middle_blocks", "1"]
-FAST = ["--resolution", "64", "--train_batch_size", "2", "--dataloader_num_workers", "0", "--lr_warmup_steps", "1",
-        "--logging_steps", "1", "--validation_steps", "0", "--seed", "0"]
+FAST = [
+    "--resolution",
+    "64",
+    "--train_batch_size",
+    "2",
+    "--dataloader_num_workers",
+    "0",
+    "--lr_warmup_steps",
+    "1",
+    "--logging_steps",
+    "1",
+    "--validation_steps",
+    "0",
+    "--seed",
+    "0",
+]
 
 
 # ---------------------------------------------------------------------------------------------------------- helpers
@@ -70,15 +85,29 @@ def free_port() -> int:
 
 def subprocess_env() -> dict:
     env = dict(os.environ)
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", DIFFUSERS_OFFLINE="1", OMP_NUM_THREADS="1",
-               MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+    env.update(
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        DIFFUSERS_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        PYTHONUNBUFFERED="1",
+        TOKENIZERS_PARALLELISM="false",
+        PYTHONPATH=str(ROOT),  # the train package, for children that run a file rather than `-m`
+    )
     env.pop("ACCELERATE_CONFIG_FILE", None)
     return env
 
 
 def run_script(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
-                            env=subprocess_env(), cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", MODULE, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=subprocess_env(),
+        cwd=ROOT,
+    )
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result
 
@@ -134,8 +163,22 @@ def assert_restores(out: Path, size=(40, 36), factor: int = 1) -> None:
 # -------------------------------------------------------------------------------------------------- 1. one process
 def test_single_process_writes_loadable_fp16_repo(tmp_path, clean_dir):
     out = tmp_path / "out"
-    run_script(["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir", str(out),
-                "--max_train_steps", "3", "--report_to", "none", *FAST, *TINY])
+    run_script(
+        [
+            "--task",
+            "denoise",
+            "--train_data_dir",
+            str(clean_dir),
+            "--output_dir",
+            str(out),
+            "--max_train_steps",
+            "3",
+            "--report_to",
+            "none",
+            *FAST,
+            *TINY,
+        ]
+    )
     assert_fp16_repo(out)
     data = info(out)
     assert data["world_size"] == 1 and data["global_step"] == 3 and data["stop_reason"] == "max_train_steps"
@@ -148,11 +191,38 @@ def test_single_process_writes_loadable_fp16_repo(tmp_path, clean_dir):
 # ------------------------------------------------------------------------------------------ 2. two processes, gloo
 def test_two_cpu_processes_gloo(tmp_path, clean_dir):
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(free_port()), str(SCRIPT),
-           "--task", "sr4", "--train_data_dir", str(clean_dir), "--output_dir", str(out), "--max_train_steps", "2",
-           "--checkpointing_steps", "2", "--report_to", "none", *FAST, *TINY]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        "-m",
+        MODULE,
+        "--task",
+        "sr4",
+        "--train_data_dir",
+        str(clean_dir),
+        "--output_dir",
+        str(out),
+        "--max_train_steps",
+        "2",
+        "--checkpointing_steps",
+        "2",
+        "--report_to",
+        "none",
+        *FAST,
+        *TINY,
+    ]
     env = subprocess_env()
     env["ACCELERATE_USE_CPU"] = "1"
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env, cwd=ROOT)
@@ -163,7 +233,9 @@ def test_two_cpu_processes_gloo(tmp_path, clean_dir):
     assert data["world_size"] == 2 and data["global_step"] == 2 and data["crop_sampler"] == "device"
     # both ranks took part in the checkpoint (one RNG state file each)
     assert {p.name for p in (out / "checkpoint-2").glob("random_states_*.pkl")} == {
-        "random_states_0.pkl", "random_states_1.pkl"}
+        "random_states_0.pkl",
+        "random_states_1.pkl",
+    }
     assert_fp16_repo(out)
     assert json.loads((out / "model_index.json").read_text())["upscale_factor"] == 4
     assert_restores(out, size=(12, 10), factor=4)
@@ -172,8 +244,22 @@ def test_two_cpu_processes_gloo(tmp_path, clean_dir):
 # ---------------------------------------------------------------------------------------------- 3. checkpoints
 def test_resume_latest_restores_step_and_optimizer_state(tmp_path, clean_dir, train_indi):
     out = tmp_path / "out"
-    common = ["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir", str(out),
-              "--checkpointing_steps", "2", "--checkpoints_total_limit", "2", "--report_to", "none", *FAST, *TINY]
+    common = [
+        "--task",
+        "denoise",
+        "--train_data_dir",
+        str(clean_dir),
+        "--output_dir",
+        str(out),
+        "--checkpointing_steps",
+        "2",
+        "--checkpoints_total_limit",
+        "2",
+        "--report_to",
+        "none",
+        *FAST,
+        *TINY,
+    ]
     train_indi.main([*common, "--max_train_steps", "4"])
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     assert info(out)["resumed_from"] is None
@@ -196,19 +282,53 @@ def test_resume_latest_restores_step_and_optimizer_state(tmp_path, clean_dir, tr
 
 def test_resume_from_missing_checkpoint_starts_fresh(tmp_path, clean_dir, train_indi):
     out = tmp_path / "out"
-    train_indi.main(["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir", str(out),
-                     "--max_train_steps", "1", "--resume_from_checkpoint", "latest", "--report_to", "none",
-                     *FAST, *TINY])
+    train_indi.main(
+        [
+            "--task",
+            "denoise",
+            "--train_data_dir",
+            str(clean_dir),
+            "--output_dir",
+            str(out),
+            "--max_train_steps",
+            "1",
+            "--resume_from_checkpoint",
+            "latest",
+            "--report_to",
+            "none",
+            *FAST,
+            *TINY,
+        ]
+    )
     assert info(out)["resumed_from"] is None and info(out)["global_step"] == 1
 
 
 def test_kill_after_checkpoint_then_resume_latest(tmp_path, clean_dir, train_indi):
     out = tmp_path / "out"
-    common = ["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir", str(out),
-              "--checkpointing_steps", "2", "--checkpoints_total_limit", "2", "--report_to", "none", *FAST, *TINY]
+    common = [
+        "--task",
+        "denoise",
+        "--train_data_dir",
+        str(clean_dir),
+        "--output_dir",
+        str(out),
+        "--checkpointing_steps",
+        "2",
+        "--checkpoints_total_limit",
+        "2",
+        "--report_to",
+        "none",
+        *FAST,
+        *TINY,
+    ]
     log = open(tmp_path / "killed.log", "w")
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), *common, "--max_train_steps", "100000"],
-                            stdout=log, stderr=subprocess.STDOUT, env=subprocess_env(), cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", MODULE, *common, "--max_train_steps", "100000"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=subprocess_env(),
+        cwd=ROOT,
+    )
     try:
         deadline = time.monotonic() + 150
         while not (out.exists() and train_indi.list_checkpoints(out)):
@@ -242,8 +362,22 @@ def test_kill_after_checkpoint_then_resume_latest(tmp_path, clean_dir, train_ind
 def test_paired_data_dir_trains(tmp_path, train_indi):
     pairs = make_pairs(tmp_path / "pairs")
     out = tmp_path / "out"
-    train_indi.main(["--task", "jpeg", "--paired_data_dir", str(pairs), "--output_dir", str(out),
-                     "--max_train_steps", "2", "--report_to", "none", *FAST, *TINY])
+    train_indi.main(
+        [
+            "--task",
+            "jpeg",
+            "--paired_data_dir",
+            str(pairs),
+            "--output_dir",
+            str(out),
+            "--max_train_steps",
+            "2",
+            "--report_to",
+            "none",
+            *FAST,
+            *TINY,
+        ]
+    )
     assert_fp16_repo(out)
     assert info(out)["global_step"] == 2
     assert_restores(out)
@@ -269,8 +403,22 @@ def _expect_data_error(train_indi, capsys, argv) -> str:
 def test_paired_mismatched_names_named(tmp_path, train_indi, capsys):
     pairs = make_pairs(tmp_path / "pairs", names=("a", "b", "c"), degraded_names=("a", "b", "zz"))
     out = tmp_path / "out"
-    message = _expect_data_error(train_indi, capsys, ["--task", "jpeg", "--paired_data_dir", str(pairs),
-                                                      "--output_dir", str(out), "--report_to", "none", *FAST, *TINY])
+    message = _expect_data_error(
+        train_indi,
+        capsys,
+        [
+            "--task",
+            "jpeg",
+            "--paired_data_dir",
+            str(pairs),
+            "--output_dir",
+            str(out),
+            "--report_to",
+            "none",
+            *FAST,
+            *TINY,
+        ],
+    )
     assert "clean/c.png" in message and "degraded/zz.png" in message
     assert "a.png" not in message.replace("zz", "")  # matched pairs are not listed
     assert not (out / "model_index.json").exists()
@@ -281,9 +429,22 @@ def test_paired_empty_folder_named(tmp_path, train_indi, capsys):
     for path in (pairs / "degraded").iterdir():
         path.unlink()
     (pairs / "degraded" / "notes.txt").write_text("not an image")
-    message = _expect_data_error(train_indi, capsys, ["--task", "jpeg", "--paired_data_dir", str(pairs),
-                                                      "--output_dir", str(tmp_path / "out"), "--report_to", "none",
-                                                      *FAST, *TINY])
+    message = _expect_data_error(
+        train_indi,
+        capsys,
+        [
+            "--task",
+            "jpeg",
+            "--paired_data_dir",
+            str(pairs),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--report_to",
+            "none",
+            *FAST,
+            *TINY,
+        ],
+    )
     assert str(pairs / "degraded") in message and "holds no images" in message
 
 
@@ -300,18 +461,44 @@ def test_empty_and_missing_clean_folder(tmp_path, train_indi, capsys):
 def test_unreadable_and_too_small_images_named(tmp_path, train_indi, capsys):
     pairs = make_pairs(tmp_path / "pairs")
     (pairs / "clean" / "b.png").write_bytes(b"this is text, not a PNG\n" * 10)
-    message = _expect_data_error(train_indi, capsys, ["--task", "jpeg", "--paired_data_dir", str(pairs),
-                                                      "--output_dir", str(tmp_path / "out"), "--report_to", "none",
-                                                      *FAST, *TINY])
+    message = _expect_data_error(
+        train_indi,
+        capsys,
+        [
+            "--task",
+            "jpeg",
+            "--paired_data_dir",
+            str(pairs),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--report_to",
+            "none",
+            *FAST,
+            *TINY,
+        ],
+    )
     assert str(pairs / "clean" / "b.png") in message and "unreadable" in message
     assert "a.png" not in message and "c.png" not in message
 
     clean = make_folder(tmp_path / "clean")
     (clean / "broken.png").write_bytes(b"garbage")
     Image.new("RGB", (40, 90)).save(clean / "small.png")
-    message = _expect_data_error(train_indi, capsys, ["--task", "denoise", "--train_data_dir", str(clean),
-                                                      "--output_dir", str(tmp_path / "out2"), "--report_to", "none",
-                                                      *FAST, *TINY])
+    message = _expect_data_error(
+        train_indi,
+        capsys,
+        [
+            "--task",
+            "denoise",
+            "--train_data_dir",
+            str(clean),
+            "--output_dir",
+            str(tmp_path / "out2"),
+            "--report_to",
+            "none",
+            *FAST,
+            *TINY,
+        ],
+    )
     assert str(clean / "broken.png") in message and str(clean / "small.png") in message
     assert "smaller than the crop size 64" in message
 
@@ -340,8 +527,22 @@ def test_dataset_name_imagefolder_offline(tmp_path, clean_dir, train_indi, monke
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets_cache")
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True, raising=False)
     out = tmp_path / "out"
-    train_indi.main(["--task", "defocus_deblur", "--dataset_name", str(clean_dir), "--output_dir", str(out),
-                     "--max_train_steps", "2", "--report_to", "none", *FAST, *TINY])
+    train_indi.main(
+        [
+            "--task",
+            "defocus_deblur",
+            "--dataset_name",
+            str(clean_dir),
+            "--output_dir",
+            str(out),
+            "--max_train_steps",
+            "2",
+            "--report_to",
+            "none",
+            *FAST,
+            *TINY,
+        ]
+    )
     assert_fp16_repo(out)
     data = info(out)
     assert data["global_step"] == 2 and data["args"]["dataset_name"] == str(clean_dir)
@@ -370,11 +571,35 @@ def test_push_to_hub_uploads_output_folder_without_checkpoints(tmp_path, clean_d
     validation.mkdir()
     _texture(9, 256).save(validation / "v.png")
     out = tmp_path / "out"
-    train_indi.main(["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir", str(out),
-                     "--max_train_steps", "2", "--checkpointing_steps", "1", "--report_to", "tensorboard",
-                     "--validation_data_dir", str(validation), "--validation_inference_steps", "2",
-                     "--push_to_hub", "--hub_model_id", "x/y", "--hub_token", "hf_secret_token", *FAST, *TINY,
-                     "--validation_steps", "2"])
+    train_indi.main(
+        [
+            "--task",
+            "denoise",
+            "--train_data_dir",
+            str(clean_dir),
+            "--output_dir",
+            str(out),
+            "--max_train_steps",
+            "2",
+            "--checkpointing_steps",
+            "1",
+            "--report_to",
+            "tensorboard",
+            "--validation_data_dir",
+            str(validation),
+            "--validation_inference_steps",
+            "2",
+            "--push_to_hub",
+            "--hub_model_id",
+            "x/y",
+            "--hub_token",
+            "hf_secret_token",
+            *FAST,
+            *TINY,
+            "--validation_steps",
+            "2",
+        ]
+    )
 
     assert calls["create_repo"][0] == "x/y"
     upload = calls["upload_folder"]
@@ -384,8 +609,13 @@ def test_push_to_hub_uploads_output_folder_without_checkpoints(tmp_path, clean_d
     assert any(f.startswith("checkpoint-") for f in files) and any(f.startswith("logs/") for f in files)
     uploaded = set(filter_repo_objects(files, ignore_patterns=upload["ignore_patterns"]))
     assert not any(f.startswith(("checkpoint-", ".tmp-checkpoint-", "logs/")) for f in uploaded)
-    assert {"model_index.json", "scheduler/scheduler_config.json", "unet/config.json",
-            "unet/diffusion_pytorch_model.safetensors", "train_info.json"} <= uploaded
+    assert {
+        "model_index.json",
+        "scheduler/scheduler_config.json",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "train_info.json",
+    } <= uploaded
     # the token never lands in the files of the repo or in the tensorboard logs
     for path in out.rglob("*"):
         if path.is_file():
@@ -398,9 +628,27 @@ def test_push_to_hub_uploads_output_folder_without_checkpoints(tmp_path, clean_d
 # ------------------------------------------------------------------------------------------- 7. t_sampling "one"
 def test_t_sampling_one_and_init_from(tmp_path, clean_dir, train_indi):
     out = tmp_path / "one"
-    train_indi.main(["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir", str(out),
-                     "--t_sampling", "one", "--loss", "l2", "--no-use_ema", "--max_train_steps", "2",
-                     "--report_to", "none", *FAST, *TINY])
+    train_indi.main(
+        [
+            "--task",
+            "denoise",
+            "--train_data_dir",
+            str(clean_dir),
+            "--output_dir",
+            str(out),
+            "--t_sampling",
+            "one",
+            "--loss",
+            "l2",
+            "--no-use_ema",
+            "--max_train_steps",
+            "2",
+            "--report_to",
+            "none",
+            *FAST,
+            *TINY,
+        ]
+    )
     assert_fp16_repo(out, t_sampling="one")
     assert info(out)["args"]["t_sampling"] == "one"
 
@@ -410,8 +658,23 @@ def test_t_sampling_one_and_init_from(tmp_path, clean_dir, train_indi):
     spaced = {**json.loads(scheduler_path.read_text()), "timestep_spacing": "power", "spacing_power": 3.0}
     scheduler_path.write_text(json.dumps(spaced))
     tuned = tmp_path / "tuned"
-    train_indi.main(["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir", str(tuned),
-                     "--init_from", str(out), "--max_train_steps", "1", "--report_to", "none", *FAST])
+    train_indi.main(
+        [
+            "--task",
+            "denoise",
+            "--train_data_dir",
+            str(clean_dir),
+            "--output_dir",
+            str(tuned),
+            "--init_from",
+            str(out),
+            "--max_train_steps",
+            "1",
+            "--report_to",
+            "none",
+            *FAST,
+        ]
+    )
     assert json.loads((tuned / "unet" / "config.json").read_text())["width"] == 12
     tuned_scheduler = json.loads((tuned / "scheduler" / "scheduler_config.json").read_text())
     assert tuned_scheduler["timestep_spacing"] == "power" and tuned_scheduler["spacing_power"] == 3.0
@@ -424,9 +687,26 @@ def test_t_sampling_one_and_init_from(tmp_path, clean_dir, train_indi):
 
     # fine-tune a deeper net grown from that repo: the block flags add blocks, the rest of the config is the base's
     grown = tmp_path / "grown"
-    train_indi.main(["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir", str(grown),
-                     "--init_from", str(out), "--encoder_blocks", "2", "1", "--max_train_steps", "1",
-                     "--report_to", "none", *FAST])
+    train_indi.main(
+        [
+            "--task",
+            "denoise",
+            "--train_data_dir",
+            str(clean_dir),
+            "--output_dir",
+            str(grown),
+            "--init_from",
+            str(out),
+            "--encoder_blocks",
+            "2",
+            "1",
+            "--max_train_steps",
+            "1",
+            "--report_to",
+            "none",
+            *FAST,
+        ]
+    )
     config = json.loads((grown / "unet" / "config.json").read_text())
     assert config["width"] == 12 and config["encoder_blocks"] == [2, 1] and config["decoder_blocks"] == [1, 1]
     assert_fp16_repo(grown)
@@ -466,8 +746,24 @@ def test_psnr_and_nmse_losses_weigh_every_image_alike_and_train(tmp_path, clean_
 
     for loss, bounds in (("psnr", (-60.0, 0.0)), ("nmse", (0.0, 2.0))):
         out = tmp_path / loss
-        train_indi.main(["--task", "defocus_deblur", "--train_data_dir", str(clean_dir), "--output_dir", str(out),
-                         "--loss", loss, "--max_train_steps", "2", "--report_to", "none", *FAST, *TINY])
+        train_indi.main(
+            [
+                "--task",
+                "defocus_deblur",
+                "--train_data_dir",
+                str(clean_dir),
+                "--output_dir",
+                str(out),
+                "--loss",
+                loss,
+                "--max_train_steps",
+                "2",
+                "--report_to",
+                "none",
+                *FAST,
+                *TINY,
+            ]
+        )
         record = info(out)
         assert record["args"]["loss"] == loss
         losses = [h["loss"] for h in record["history"] if "loss" in h]
@@ -479,26 +775,84 @@ def test_size_flags_with_init_from_are_refused(tmp_path, clean_dir, train_indi, 
     """With --init_from the network is the base repo's: a --width or --unshuffle would be silently ignored, so it is
     refused; the resolution is checked against the base's own input multiple (not the default network's)."""
     base = tmp_path / "base"
-    train_indi.main(["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir", str(base),
-                     "--max_train_steps", "1", "--report_to", "none", *FAST, "--width", "48", "--unshuffle", "4",
-                     "--encoder_blocks", "1", "--decoder_blocks", "1", "--resolution", "32"])
+    train_indi.main(
+        [
+            "--task",
+            "denoise",
+            "--train_data_dir",
+            str(clean_dir),
+            "--output_dir",
+            str(base),
+            "--max_train_steps",
+            "1",
+            "--report_to",
+            "none",
+            *FAST,
+            "--width",
+            "48",
+            "--unshuffle",
+            "4",
+            "--encoder_blocks",
+            "1",
+            "--decoder_blocks",
+            "1",
+            "--resolution",
+            "32",
+        ]
+    )
     for flags in (["--width", "64"], ["--unshuffle", "2"]):
         with pytest.raises(SystemExit):
-            train_indi.parse_args(["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir",
-                                   str(tmp_path / "x"), "--init_from", str(base), *flags])
+            train_indi.parse_args(
+                [
+                    "--task",
+                    "denoise",
+                    "--train_data_dir",
+                    str(clean_dir),
+                    "--output_dir",
+                    str(tmp_path / "x"),
+                    "--init_from",
+                    str(base),
+                    *flags,
+                ]
+            )
         assert f"{flags[0]} set the size of a new network" in capsys.readouterr().err
     # the base (unshuffle 4, one level) needs a multiple of 8: 36 is refused, 40 accepted
     with pytest.raises(SystemExit):
-        train_indi.parse_args(["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir",
-                               str(tmp_path / "x"), "--init_from", str(base), "--resolution", "36"])
+        train_indi.parse_args(
+            [
+                "--task",
+                "denoise",
+                "--train_data_dir",
+                str(clean_dir),
+                "--output_dir",
+                str(tmp_path / "x"),
+                "--init_from",
+                str(base),
+                "--resolution",
+                "36",
+            ]
+        )
     assert "--resolution must be a multiple of 8" in capsys.readouterr().err
-    args = train_indi.parse_args(["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir",
-                                  str(tmp_path / "x"), "--init_from", str(base), "--resolution", "40"])
+    args = train_indi.parse_args(
+        [
+            "--task",
+            "denoise",
+            "--train_data_dir",
+            str(clean_dir),
+            "--output_dir",
+            str(tmp_path / "x"),
+            "--init_from",
+            str(base),
+            "--resolution",
+            "40",
+        ]
+    )
     assert args.width is None and args.unshuffle is None
 
 
-def test_compile_trains_through_the_compiled_forward_and_saves_the_plain_network(tmp_path, clean_dir, train_indi,
-                                                                                monkeypatch):
+def test_compile_trains_through_the_compiled_forward_and_saves_the_plain_network(
+    tmp_path, clean_dir, train_indi, monkeypatch
+):
     """--compile: the training forward and backward run through torch.compile, and the saved repo is a plain InDINet.
     The test compiles with the aot_eager backend (dynamo and AOT autograd, as inductor gets them, without generating
     C++ kernels: a minute less); inductor itself trained on the CPU by hand (README, Train and fine-tune)."""
@@ -509,12 +863,30 @@ def test_compile_trains_through_the_compiled_forward_and_saves_the_plain_network
         compiled_calls.append(len(example_inputs))
         return torch._dynamo.lookup_backend("aot_eager")(graph_module, example_inputs)
 
-    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: real_compile(model, backend=recording_backend,
-                                                                              dynamic=kwargs.get("dynamic")))
+    monkeypatch.setattr(
+        torch,
+        "compile",
+        lambda model, **kwargs: real_compile(model, backend=recording_backend, dynamic=kwargs.get("dynamic")),
+    )
     torch._dynamo.reset()
     out = tmp_path / "compiled"
-    train_indi.main(["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir", str(out),
-                     "--max_train_steps", "3", "--report_to", "none", "--compile", *FAST, *TINY])
+    train_indi.main(
+        [
+            "--task",
+            "denoise",
+            "--train_data_dir",
+            str(clean_dir),
+            "--output_dir",
+            str(out),
+            "--max_train_steps",
+            "3",
+            "--report_to",
+            "none",
+            "--compile",
+            *FAST,
+            *TINY,
+        ]
+    )
     torch._dynamo.reset()
     assert compiled_calls, "the training forward did not go through torch.compile"
     assert info(out)["args"]["compile"] is True
@@ -528,15 +900,47 @@ def test_width_below_the_folded_channels_is_refused(tmp_path, clean_dir, train_i
     """--unshuffle 4 folds 48 values per 4x4 block into the channels: a narrower first level cannot see or correct a
     part of every image (a 32-channel one kept the path noise in a CPU trial), so training it is refused up front."""
     with pytest.raises(SystemExit):
-        train_indi.main(["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir", str(tmp_path / "x"),
-                         "--unshuffle", "4", "--width", "32", "--resolution", "64"])
+        train_indi.main(
+            [
+                "--task",
+                "denoise",
+                "--train_data_dir",
+                str(clean_dir),
+                "--output_dir",
+                str(tmp_path / "x"),
+                "--unshuffle",
+                "4",
+                "--width",
+                "32",
+                "--resolution",
+                "64",
+            ]
+        )
     assert "--width 32 is below the 48 values" in capsys.readouterr().err
 
 
 def test_unshuffle_4_network_trains_and_is_saved(tmp_path, clean_dir, train_indi):
     """The faster configuration (first level at 1/4 resolution) trains and loads like the default."""
     out = tmp_path / "u4"
-    train_indi.main(["--task", "denoise", "--train_data_dir", str(clean_dir), "--output_dir", str(out),
-                     "--max_train_steps", "1", "--report_to", "none", *FAST, *TINY, "--unshuffle", "4", "--width", "48"])
+    train_indi.main(
+        [
+            "--task",
+            "denoise",
+            "--train_data_dir",
+            str(clean_dir),
+            "--output_dir",
+            str(out),
+            "--max_train_steps",
+            "1",
+            "--report_to",
+            "none",
+            *FAST,
+            *TINY,
+            "--unshuffle",
+            "4",
+            "--width",
+            "48",
+        ]
+    )
     assert json.loads((out / "unet" / "config.json").read_text())["unshuffle"] == 4
     assert_fp16_repo(out)

@@ -10,21 +10,20 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import diffusers.utils.dynamic_modules_utils as dynamic_modules
 import pytest
 import torch
+from conftest import TINY_NET_KWARGS, make_tiny_pipeline
 from diffusers import DiffusionPipeline
 from safetensors.torch import load_file, save_file
-
-from indi_pipeline import InDINet, InDIPipeline
-
-from conftest import TINY_NET_KWARGS, make_tiny_pipeline
 from test_hub_loading import REPO_ID, build_hub_cache, hub_cache  # noqa: F401 (hub_cache is a fixture)
 from test_publish import remote_code
+
+from indi_pipeline import InDINet, InDIPipeline
 
 WEIGHTS = Path("unet", "diffusion_pytorch_model.safetensors")
 # What the generated code of a published repo is (train/remote_code.py): files diffusers runs when trusted.
@@ -140,45 +139,49 @@ UNTRUSTED = "Pass `trust_remote_code=True`"
 
 ROWS = [
     # repo                        loader                     source    what happens
-    (pickle_weights,              "InDIPipeline",            "folder", NO_SAFETENSORS),
-    (pickle_weights,              "InDIPipeline",            "hub id", NO_SAFETENSORS),
-    (pickle_weights,              "InDINet",                 "folder", NO_SAFETENSORS),
-    (pickle_weights,              "InDINet",                 "hub id", NO_SAFETENSORS),
-    (pickle_weights,              "DiffusionPipeline+trust", "folder", NO_SAFETENSORS),
-    (unknown_component_class,     "InDIPipeline",            "folder", fails(ValueError, "NoSuchNet")),
-    (unknown_component_class,     "InDIPipeline",            "hub id", fails(ValueError, "NoSuchNet")),
-    (unknown_component_module,    "InDIPipeline",            "folder", fails(ValueError, "evil_module", "import")),
-    (unknown_component_module,    "InDIPipeline",            "hub id", fails(ValueError, "evil_module", "import")),
-    (unknown_config_class,        "InDIPipeline",            "folder", CONFIG_CLASS),
-    (unknown_config_class,        "InDIPipeline",            "hub id", CONFIG_CLASS),
-    (unknown_config_class,        "InDINet",                 "folder", CONFIG_CLASS),
-    (unknown_config_class,        "DiffusionPipeline+trust", "folder", CONFIG_CLASS),
-    (truncated_weights,           "InDIPipeline",            "folder", TRUNCATED),
-    (truncated_weights,           "InDIPipeline",            "hub id", TRUNCATED),
-    (truncated_weights,           "InDINet",                 "folder", TRUNCATED),
-    (truncated_weights,           "InDINet",                 "hub id", TRUNCATED),
-    (truncated_weights,           "DiffusionPipeline+trust", "folder", TRUNCATED),
-    (mismatched_shapes,           "InDIPipeline",            "folder", SHAPES),
-    (mismatched_shapes,           "InDIPipeline",            "hub id", SHAPES),
-    (mismatched_shapes,           "InDINet",                 "folder", SHAPES),
-    (mismatched_shapes,           "DiffusionPipeline+trust", "folder", SHAPES),
-    (missing_parameter,           "InDIPipeline",            "folder", MISSING),
-    (missing_parameter,           "InDINet",                 "hub id", MISSING),
-    (pipeline_code,               "InDIPipeline",            "folder", loads()),
-    (pipeline_code,               "InDIPipeline",            "hub id", loads()),
-    (pipeline_code,               "DiffusionPipeline",       "folder", fails(ValueError, "pipeline.py", UNTRUSTED)),
-    (pipeline_code,               "DiffusionPipeline",       "hub id", fails(ValueError, "pipeline.py", UNTRUSTED)),
-    (component_code,              "InDIPipeline",            "folder", fails(ValueError, "evilnet.py", UNTRUSTED)),
-    (component_code,              "InDIPipeline",            "hub id", fails(ValueError, "evilnet.py", UNTRUSTED)),
-    (component_code,              "InDINet",                 "folder", loads()),
-    (tampered_published_code,     "InDIPipeline",            "folder", loads()),
-    (tampered_published_code,     "InDIPipeline",            "hub id", loads()),
-    (tampered_published_code,     "InDINet",                 "hub id", loads()),
-    (tampered_published_code,     "DiffusionPipeline",       "folder", fails(ValueError, "pipeline_indi.py", UNTRUSTED)),
-    (tampered_published_code,     "DiffusionPipeline",       "hub id", fails(ValueError, "pipeline_indi.py", UNTRUSTED)),
+    (pickle_weights, "InDIPipeline", "folder", NO_SAFETENSORS),
+    (pickle_weights, "InDIPipeline", "hub id", NO_SAFETENSORS),
+    (pickle_weights, "InDINet", "folder", NO_SAFETENSORS),
+    (pickle_weights, "InDINet", "hub id", NO_SAFETENSORS),
+    (pickle_weights, "DiffusionPipeline+trust", "folder", NO_SAFETENSORS),
+    (unknown_component_class, "InDIPipeline", "folder", fails(ValueError, "NoSuchNet")),
+    (unknown_component_class, "InDIPipeline", "hub id", fails(ValueError, "NoSuchNet")),
+    (unknown_component_module, "InDIPipeline", "folder", fails(ValueError, "evil_module", "import")),
+    (unknown_component_module, "InDIPipeline", "hub id", fails(ValueError, "evil_module", "import")),
+    (unknown_config_class, "InDIPipeline", "folder", CONFIG_CLASS),
+    (unknown_config_class, "InDIPipeline", "hub id", CONFIG_CLASS),
+    (unknown_config_class, "InDINet", "folder", CONFIG_CLASS),
+    (unknown_config_class, "DiffusionPipeline+trust", "folder", CONFIG_CLASS),
+    (truncated_weights, "InDIPipeline", "folder", TRUNCATED),
+    (truncated_weights, "InDIPipeline", "hub id", TRUNCATED),
+    (truncated_weights, "InDINet", "folder", TRUNCATED),
+    (truncated_weights, "InDINet", "hub id", TRUNCATED),
+    (truncated_weights, "DiffusionPipeline+trust", "folder", TRUNCATED),
+    (mismatched_shapes, "InDIPipeline", "folder", SHAPES),
+    (mismatched_shapes, "InDIPipeline", "hub id", SHAPES),
+    (mismatched_shapes, "InDINet", "folder", SHAPES),
+    (mismatched_shapes, "DiffusionPipeline+trust", "folder", SHAPES),
+    (missing_parameter, "InDIPipeline", "folder", MISSING),
+    (missing_parameter, "InDINet", "hub id", MISSING),
+    (pipeline_code, "InDIPipeline", "folder", loads()),
+    (pipeline_code, "InDIPipeline", "hub id", loads()),
+    (pipeline_code, "DiffusionPipeline", "folder", fails(ValueError, "pipeline.py", UNTRUSTED)),
+    (pipeline_code, "DiffusionPipeline", "hub id", fails(ValueError, "pipeline.py", UNTRUSTED)),
+    (component_code, "InDIPipeline", "folder", fails(ValueError, "evilnet.py", UNTRUSTED)),
+    (component_code, "InDIPipeline", "hub id", fails(ValueError, "evilnet.py", UNTRUSTED)),
+    (component_code, "InDINet", "folder", loads()),
+    (tampered_published_code, "InDIPipeline", "folder", loads()),
+    (tampered_published_code, "InDIPipeline", "hub id", loads()),
+    (tampered_published_code, "InDINet", "hub id", loads()),
+    (tampered_published_code, "DiffusionPipeline", "folder", fails(ValueError, "pipeline_indi.py", UNTRUSTED)),
+    (tampered_published_code, "DiffusionPipeline", "hub id", fails(ValueError, "pipeline_indi.py", UNTRUSTED)),
     # The control: the marker does record code that runs, once the caller trusts the repo.
-    (tampered_published_code,     "DiffusionPipeline+trust", "folder",
-     loads(ran="pipeline_indi.py indi_pipeline.network.py indi_pipeline.scheduling_indi.py")),
+    (
+        tampered_published_code,
+        "DiffusionPipeline+trust",
+        "folder",
+        loads(ran="pipeline_indi.py indi_pipeline.network.py indi_pipeline.scheduling_indi.py"),
+    ),
 ]
 
 

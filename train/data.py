@@ -64,7 +64,9 @@ def load_clean_folder(folder: str | Path, min_size: int) -> list[np.ndarray]:
     return _read_all(list_images(folder), min_size)
 
 
-def load_paired_folder(folder: str | Path, min_size: int, upscale_factor: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
+def load_paired_folder(
+    folder: str | Path, min_size: int, upscale_factor: int = 1
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Real pairs from ``folder/clean`` and ``folder/degraded``, matched by file stem.
 
     For super-resolution (``upscale_factor > 1``) a degraded image may be the low-resolution one; it is upsampled

@@ -68,8 +68,13 @@ class DeviceDegrader:
         index = torch.randint(len(self.kernel_bank), (n,), generator=self.generator, device=self.device)
         # uniform in [0, BLUR_NOISE_MAX], the library's default draw, but on the CPU (no device read-back)
         noise_sigma = BLUR_NOISE_MAX * torch.rand(n, generator=self.parameter_generator, dtype=torch.float64)
-        return self.blur(clean, kernels=self.kernel_bank[index], noise_sigma=noise_sigma, generator=self.generator,
-                         check_finite=False)
+        return self.blur(
+            clean,
+            kernels=self.kernel_bank[index],
+            noise_sigma=noise_sigma,
+            generator=self.generator,
+            check_finite=False,
+        )
 
     def fixed(self, clean: torch.Tensor, generator: torch.Generator, check_finite: bool = True) -> torch.Tensor:
         """The task's degradation drawn from ``generator`` (fresh kernels; used for validation)."""

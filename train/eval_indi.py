@@ -8,7 +8,7 @@ image; 1.0 = as detailed as the truth) and seconds per image, next to the degrad
 when asked, a regression baseline (a `--t_sampling one` model) and, for denoising, BM3D given the true sigma (`--bm3d`).
 Writes JSON, a Markdown table and a plot.
 
-    python train/eval_indi.py --model model_cards/indi-denoise --task denoise --data_dir data/photos/val --sigma 50
+    python -m train.eval_indi --model model_cards/indi-denoise --task denoise --data_dir data/photos/val --sigma 50
 """
 
 from __future__ import annotations
@@ -23,13 +23,11 @@ import numpy as np
 import PIL.Image
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from indi_pipeline import InDIPipeline, get_task  # noqa: E402
-from indi_pipeline.bench import cpu_model, threads_text  # noqa: E402
-from indi_pipeline.degradations import crop_to_multiple, degradation_generator, degrade, pipeline_input  # noqa: E402
-from indi_pipeline.metrics import high_frequency_ratio, lpips, psnr, ssim  # noqa: E402
-from indi_pipeline.tasks import TASKS  # noqa: E402
+from indi_pipeline import InDIPipeline, get_task
+from indi_pipeline.degradations import crop_to_multiple, degradation_generator, degrade, pipeline_input
+from indi_pipeline.machine import cpu_model, threads_text
+from indi_pipeline.metrics import high_frequency_ratio, lpips, psnr, ssim
+from indi_pipeline.tasks import TASKS
 
 METRICS = ("psnr", "ssim", "lpips", "sharpness")
 
@@ -40,7 +38,9 @@ def parse_args(argv=None):
     parser.add_argument("--task", required=True, choices=sorted(TASKS), help="Task the model restores.")
     parser.add_argument("--data_dir", required=True, help="Folder of clean images (never seen in training).")
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32], help="Step counts to test.")
-    parser.add_argument("--eps", type=float, nargs="*", default=None, help="Extra eps values (the repo's is always in).")
+    parser.add_argument(
+        "--eps", type=float, nargs="*", default=None, help="Extra eps values (the repo's is always in)."
+    )
     parser.add_argument("--baseline_model", default=None, help="A regression (`--t_sampling one`) repo, run at 1 step.")
     parser.add_argument(
         "--bm3d",
@@ -195,20 +195,36 @@ def evaluate(args) -> dict:
             restored = run(pipe_input, args.seed + index)
             seconds.setdefault(method, []).append(time.perf_counter() - start)
             rows.setdefault(method, []).append(score(restored, clean))
-        print(f"{name}: input PSNR {rows['input'][-1]['psnr']:.2f}, 1 step {rows[f'indi|{model_eps:g}|1'][-1]['psnr']:.2f}",
-              flush=True)
+        print(
+            f"{name}: input PSNR {rows['input'][-1]['psnr']:.2f}, 1 step {rows[f'indi|{model_eps:g}|1'][-1]['psnr']:.2f}",
+            flush=True,
+        )
 
     table = []
     input_label = "bicubic" if task.upscale_factor > 1 else "degraded input"
     table.append({"method": input_label, "steps": None, "eps": None, **mean_rows(rows["input"]), "seconds": 0.0})
     for method, steps in ((m, 1 if m == REGRESSION else None) for m in references):
-        table.append({"method": method, "steps": steps, "eps": None, **mean_rows(rows[method]),
-                      "seconds": float(np.mean(seconds[method]))})
+        table.append(
+            {
+                "method": method,
+                "steps": steps,
+                "eps": None,
+                **mean_rows(rows[method]),
+                "seconds": float(np.mean(seconds[method])),
+            }
+        )
     for key in rows:
         if key.startswith("indi|"):
             _, eps, steps = key.split("|")
-            table.append({"method": "InDI", "steps": int(steps), "eps": float(eps), **mean_rows(rows[key]),
-                          "seconds": float(np.mean(seconds[key]))})
+            table.append(
+                {
+                    "method": "InDI",
+                    "steps": int(steps),
+                    "eps": float(eps),
+                    **mean_rows(rows[key]),
+                    "seconds": float(np.mean(seconds[key])),
+                }
+            )
 
     one, best = recommend_steps(table, model_eps)
     variation = sample_variation(pipe, images, args, kwargs, strength, best["steps"], task)
@@ -232,7 +248,7 @@ def evaluate(args) -> dict:
         "variation": variation,
         "machine": f"{cpu_model()}, {threads_text(torch.get_num_threads())}, torch {torch.__version__}, "
         f"device {args.device}",
-        "command": "python train/eval_indi.py " + " ".join(sys.argv[1:]),
+        "command": "python -m train.eval_indi " + " ".join(sys.argv[1:]),
     }
 
 
@@ -260,8 +276,12 @@ def sample_variation(pipe, images, args, kwargs, strength, steps, task) -> dict:
         generators = [torch.Generator().manual_seed(1000 + s) for s in range(args.variation_seeds)]
         samples = pipe(batch, num_inference_steps=steps, strength=strength, generator=generators, output_type="pt")
         stds.append(samples.images.std(dim=0).mean().item() * 255.0)
-    return {"steps": steps, "seeds": args.variation_seeds, "images": len(stds),
-            "mean_pixel_std_255": float(np.mean(stds)) if stds else None}
+    return {
+        "steps": steps,
+        "seeds": args.variation_seeds,
+        "images": len(stds),
+        "mean_pixel_std_255": float(np.mean(stds)) if stds else None,
+    }
 
 
 def markdown_table(result: dict) -> str:
@@ -272,8 +292,10 @@ def markdown_table(result: dict) -> str:
     for r in result["table"]:
         steps = "" if r["steps"] is None else r["steps"]
         eps = "" if r["eps"] is None else f"{r['eps']:g}"
-        lines.append(f"| {r['method']} | {steps} | {eps} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['lpips']:.4f} | "
-                     f"{r['sharpness']:.3f} | {r['seconds']:.2f} |")
+        lines.append(
+            f"| {r['method']} | {steps} | {eps} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['lpips']:.4f} | "
+            f"{r['sharpness']:.3f} | {r['seconds']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -287,7 +309,10 @@ def plot(result: dict, path: Path) -> None:
     steps = [r["steps"] for r in indi]
     reference = result["table"][0]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for ax, metric, label in ((axes[0], "psnr", "PSNR (dB), higher is better"), (axes[1], "lpips", "LPIPS, lower is better")):
+    for ax, metric, label in (
+        (axes[0], "psnr", "PSNR (dB), higher is better"),
+        (axes[1], "lpips", "LPIPS, lower is better"),
+    ):
         ax.plot(steps, [r[metric] for r in indi], "o-", label="InDI")
         ax.axhline(reference[metric], color="gray", linestyle="--", label=reference["method"])
         for row, color in zip((r for r in result["table"][1:] if r["method"] != "InDI"), ("tab:red", "tab:green")):
@@ -316,9 +341,11 @@ def main(argv=None):
     print(markdown_table(result))
     std = result["variation"]["mean_pixel_std_255"]
     std_text = "not measured (--variation_images 0)" if std is None else f"{std:.2f}/255"
-    print(f"recommended steps {result['recommended_steps']}: LPIPS {-100 * result['lpips_reduction_vs_one_step']:+.1f} % "
-          f"vs 1 step, PSNR {-result['psnr_drop_vs_one_step']:+.2f} dB; sample std {std_text}; wrote "
-          f"{output_dir / name}.{{json,md,png}}")
+    print(
+        f"recommended steps {result['recommended_steps']}: LPIPS {-100 * result['lpips_reduction_vs_one_step']:+.1f} % "
+        f"vs 1 step, PSNR {-result['psnr_drop_vs_one_step']:+.2f} dB; sample std {std_text}; wrote "
+        f"{output_dir / name}.{{json,md,png}}"
+    )
     return result
 
 

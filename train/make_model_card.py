@@ -4,7 +4,7 @@
 Nothing in a card is typed by hand: the numbers come from the `eval_*.json` files that `train/eval_indi.py` wrote
 into the repo folder and from `train_info.json` that `train/train_indi.py` wrote.
 
-    python train/make_model_card.py model_cards/indi-denoise [--hub_org indi-zoo]
+    python -m train.make_model_card model_cards/indi-denoise [--hub_org indi-zoo]
 """
 
 from __future__ import annotations
@@ -12,19 +12,14 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # train/: grow_network
-
-from grow_network import BLOCK_KEYS  # noqa: E402
-from indi_pipeline.network import InDINet  # noqa: E402
-from indi_pipeline.tasks import get_task  # noqa: E402
-
+from indi_pipeline.network import InDINet
+from indi_pipeline.tasks import get_task
+from train.grow_network import BLOCK_KEYS
 
 # What each model was trained on, so users know when it will fail (design.md §4).
 TRAINING_DEGRADATION = {
@@ -102,8 +97,10 @@ def eval_results(evaluations: list[dict], task_id: str) -> list[EvalResult]:
     results = []
     for evaluation in evaluations:
         dataset = f"Debian wallpaper photos, {evaluation_crops(evaluation)}"
-        for label, row in (("1 step", evaluation["one_step"]), (f"{evaluation['recommended_steps']} steps",
-                                                               evaluation["recommended"])):
+        for label, row in (
+            ("1 step", evaluation["one_step"]),
+            (f"{evaluation['recommended_steps']} steps", evaluation["recommended"]),
+        ):
             for metric, value in (("psnr", row["psnr"]), ("ssim", row["ssim"]), ("lpips", row["lpips"])):
                 results.append(
                     EvalResult(
@@ -120,14 +117,24 @@ def eval_results(evaluations: list[dict], task_id: str) -> list[EvalResult]:
 
 
 def table_markdown(evaluation: dict) -> str:
-    lines = ["| method | steps | eps | PSNR (dB) ↑ | SSIM ↑ | LPIPS ↓ | sharpness (1 = truth) | s / image |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | steps | eps | PSNR (dB) ↑ | SSIM ↑ | LPIPS ↓ | sharpness (1 = truth) | s / image |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row in evaluation["table"]:
         steps = "" if row["steps"] is None else row["steps"]
         eps = "" if row["eps"] is None else f"{row['eps']:g}"
-        bold = "**" if row is not None and row.get("steps") == evaluation["recommended_steps"] and row.get("eps") == evaluation["model_eps"] else ""
-        lines.append(f"| {bold}{row['method']}{bold} | {steps} | {eps} | {row['psnr']:.2f} | {row['ssim']:.4f} | "
-                     f"{row['lpips']:.4f} | {row['sharpness']:.3f} | {row['seconds']:.2f} |")
+        bold = (
+            "**"
+            if row is not None
+            and row.get("steps") == evaluation["recommended_steps"]
+            and row.get("eps") == evaluation["model_eps"]
+            else ""
+        )
+        lines.append(
+            f"| {bold}{row['method']}{bold} | {steps} | {eps} | {row['psnr']:.2f} | {row['ssim']:.4f} | "
+            f"{row['lpips']:.4f} | {row['sharpness']:.3f} | {row['seconds']:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -141,15 +148,18 @@ def psnr_change_text(drop: float) -> str:
 def trade_off_sentence(evaluation: dict, repeated: dict | None = None) -> str:
     """The rule at the recommended steps: on the table's draw, or where ``repeated`` (a floor_check.json of this
     setting, run with --tradeoff_steps at the recommended steps) has them, judged by the mean over its draws."""
-    rule = (f"The project's trade-off rule (some step count above 1 lowers LPIPS by at least "
-            f"{100 * TRADE_OFF_LPIPS_REDUCTION:.0f} % with PSNR within 1 dB of 1 step) is ")
+    rule = (
+        f"The project's trade-off rule (some step count above 1 lowers LPIPS by at least "
+        f"{100 * TRADE_OFF_LPIPS_REDUCTION:.0f} % with PSNR within 1 dB of 1 step) is "
+    )
     steps = evaluation["recommended_steps"]
     if steps == 1:
-        return ("No step count above 1 lowered LPIPS while keeping PSNR within 1 dB of one step: for this model, "
-                "1 step is recommended and more steps do not add realistic detail (see Limitations). " + rule + "not met.")
+        return (
+            "No step count above 1 lowered LPIPS while keeping PSNR within 1 dB of one step: for this model, "
+            "1 step is recommended and more steps do not add realistic detail (see Limitations). " + rule + "not met."
+        )
     reduction, drop = evaluation["lpips_reduction_vs_one_step"], evaluation["psnr_drop_vs_one_step"]
-    first = (f"Recommended {steps} steps: LPIPS {100 * reduction:.1f} % lower than 1 step, PSNR "
-             f"{psnr_change_text(drop)}")
+    first = f"Recommended {steps} steps: LPIPS {100 * reduction:.1f} % lower than 1 step, PSNR {psnr_change_text(drop)}"
     repeated = floor_check_for(evaluation, repeated)
     if not (repeated and repeated.get("tradeoff_steps") == steps):
         return f"{first}. " + rule + ("met." if reduction >= TRADE_OFF_LPIPS_REDUCTION else "not met.")
@@ -158,14 +168,18 @@ def trade_off_sentence(evaluation: dict, repeated: dict | None = None) -> str:
     if repeated["psnr_drop_db_mean"] > 1.0:
         verdict = "missed"
     spread = f" ± {100 * sem:.1f}" if sem is not None else ""
-    return (f"{first} on the table's draw; over {repeated['seed_sets']} disjoint draws of {repeated['crops_per_set']} "
-            f"crops (`{FLOOR_CHECK_FILE}`), LPIPS {100 * mean:.1f}{spread} % lower (mean ± standard error), PSNR "
-            f"{psnr_change_text(repeated['psnr_drop_db_mean'])}. " + rule + {
-                "met": "met, judged by the mean over the draws.",
-                "missed": "not met, judged by the mean over the draws.",
-                "within noise": f"met only within the noise: {100 * TRADE_OFF_LPIPS_REDUCTION:.0f} % lies within two "
-                "standard errors of the mean.",
-            }[verdict])
+    return (
+        f"{first} on the table's draw; over {repeated['seed_sets']} disjoint draws of {repeated['crops_per_set']} "
+        f"crops (`{FLOOR_CHECK_FILE}`), LPIPS {100 * mean:.1f}{spread} % lower (mean ± standard error), PSNR "
+        f"{psnr_change_text(repeated['psnr_drop_db_mean'])}. "
+        + rule
+        + {
+            "met": "met, judged by the mean over the draws.",
+            "missed": "not met, judged by the mean over the draws.",
+            "within noise": f"met only within the noise: {100 * TRADE_OFF_LPIPS_REDUCTION:.0f} % lies within two "
+            "standard errors of the mean.",
+        }[verdict]
+    )
 
 
 def eps_cost(evaluation: dict) -> str:
@@ -174,26 +188,33 @@ def eps_cost(evaluation: dict) -> str:
     with_eps = rows.get((evaluation["model_eps"], 1))
     if not without or not with_eps:
         return ""
-    return (f"At 1 step, running this model with eps = 0 instead of its eps = {evaluation['model_eps']:g} gives "
-            f"{without['psnr']:.2f} dB instead of {with_eps['psnr']:.2f} dB (LPIPS {without['lpips']:.4f} instead of "
-            f"{with_eps['lpips']:.4f}).")
+    return (
+        f"At 1 step, running this model with eps = 0 instead of its eps = {evaluation['model_eps']:g} gives "
+        f"{without['psnr']:.2f} dB instead of {with_eps['psnr']:.2f} dB (LPIPS {without['lpips']:.4f} instead of "
+        f"{with_eps['lpips']:.4f})."
+    )
 
 
 def reference_sentences(evaluations: list[dict]) -> list[str]:
     """One bullet per evaluation that scored a classical reference method (BM3D for denoising) beside InDI."""
     lines = []
     for evaluation in evaluations:
-        one = next(r for r in evaluation["table"] if r["method"] == "InDI" and r["steps"] == 1
-                   and r["eps"] == evaluation["model_eps"])
+        one = next(
+            r
+            for r in evaluation["table"]
+            if r["method"] == "InDI" and r["steps"] == 1 and r["eps"] == evaluation["model_eps"]
+        )
         for row in evaluation["table"][1:]:
             if row["method"].startswith("BM3D"):
-                lines.append(f"- {evaluation['setting']}: {row['method']} reaches {row['psnr']:.2f} dB / LPIPS "
-                             f"{row['lpips']:.4f} ({row['seconds']:.1f} s per image); this model at 1 step "
-                             f"{one['psnr']:.2f} dB / {one['lpips']:.4f} ({one['seconds']:.2f} s).")
+                lines.append(
+                    f"- {evaluation['setting']}: {row['method']} reaches {row['psnr']:.2f} dB / LPIPS "
+                    f"{row['lpips']:.4f} ({row['seconds']:.1f} s per image); this model at 1 step "
+                    f"{one['psnr']:.2f} dB / {one['lpips']:.4f} ({one['seconds']:.2f} s)."
+                )
     return lines
 
 
-# train/floor_check.py's output in a repo: the 1-step gain over several disjoint draws of the degradations. Where a
+# research/floor_check.py's output in a repo: the 1-step gain over several disjoint draws of the degradations. Where a
 # floor is close, one draw cannot say which side of it a model lies (the defocus gain ranged 1.1 dB over 8 draws).
 FLOOR_CHECK_FILE = "floor_check.json"
 
@@ -235,10 +256,14 @@ class FloorCheck:
     def repeated_text(self) -> str:
         r = self.repeated
         if r["gain_db_sem"] is None:  # one set: the table's own draw again
-            return (f"{r['gain_db_mean']:+.2f} dB in `{FLOOR_CHECK_FILE}` (one draw of {r['crops_per_set']} crops, "
-                    "the table's)")
-        return (f"{r['gain_db_mean']:+.2f} ± {r['gain_db_sem']:.2f} dB (mean ± standard error over {r['seed_sets']} "
-                f"disjoint draws of {r['crops_per_set']} crops, `{FLOOR_CHECK_FILE}`; the table is the first draw)")
+            return (
+                f"{r['gain_db_mean']:+.2f} dB in `{FLOOR_CHECK_FILE}` (one draw of {r['crops_per_set']} crops, "
+                "the table's)"
+            )
+        return (
+            f"{r['gain_db_mean']:+.2f} ± {r['gain_db_sem']:.2f} dB (mean ± standard error over {r['seed_sets']} "
+            f"disjoint draws of {r['crops_per_set']} crops, `{FLOOR_CHECK_FILE}`; the table is the first draw)"
+        )
 
 
 def load_floor_check(folder: Path, evaluations: list[dict]) -> dict | None:
@@ -253,9 +278,11 @@ def load_floor_check(folder: Path, evaluations: list[dict]) -> dict | None:
         raise ValueError(f"{path}: no eval_{check['setting']}.json in {folder} to go with it")
     first, card = check["sets"][0], evaluation["gain_over_input_db_one_step"]
     if first["seed"] != evaluation["seed"] or abs(first["gain_db"] - card) > 0.005:
-        raise ValueError(f"{path} is stale: its first seed set (seed {first['seed']}) gains {first['gain_db']:+.3f} dB, "
-                         f"eval_{check['setting']}.json (seed {evaluation['seed']}) {card:+.3f} dB; they must be the same "
-                         "draw: re-run train/floor_check.py on these weights")
+        raise ValueError(
+            f"{path} is stale: its first seed set (seed {first['seed']}) gains {first['gain_db']:+.3f} dB, "
+            f"eval_{check['setting']}.json (seed {evaluation['seed']}) {card:+.3f} dB; they must be the same "
+            "draw: re-run research/floor_check.py on these weights"
+        )
     return check
 
 
@@ -265,8 +292,14 @@ def floor_checks(evaluations: list[dict], task_id: str, repeated: dict | None = 
     for evaluation in evaluations:
         floor = QUALITY_FLOORS_DB.get((task_id, evaluation["setting"]))
         if floor is not None:
-            checks.append(FloorCheck(evaluation["setting"], floor, evaluation["gain_over_input_db_one_step"],
-                                     floor_check_for(evaluation, repeated)))
+            checks.append(
+                FloorCheck(
+                    evaluation["setting"],
+                    floor,
+                    evaluation["gain_over_input_db_one_step"],
+                    floor_check_for(evaluation, repeated),
+                )
+            )
     return checks
 
 
@@ -275,10 +308,15 @@ def floor_sentences(evaluations: list[dict], task_id: str, repeated: dict | None
     for check in floor_checks(evaluations, task_id, repeated):
         where = "" if check.setting == "default" else f" for {check.setting}"
         if check.repeated is None:
-            verdict = ("meets it" if check.verdict == "met"
-                       else f"**misses it by {check.floor - check.gain:.2f} dB** (see Limitations)")
-            lines.append(f"- The project's quality floor{where} is {check.floor:+.1f} dB at 1 step; this model "
-                         f"({check.gain:+.2f} dB) {verdict}.")
+            verdict = (
+                "meets it"
+                if check.verdict == "met"
+                else f"**misses it by {check.floor - check.gain:.2f} dB** (see Limitations)"
+            )
+            lines.append(
+                f"- The project's quality floor{where} is {check.floor:+.1f} dB at 1 step; this model "
+                f"({check.gain:+.2f} dB) {verdict}."
+            )
             continue
         verdict = {
             "met": "it meets the floor",
@@ -286,8 +324,10 @@ def floor_sentences(evaluations: list[dict], task_id: str, repeated: dict | None
             "within noise": "**it is at the floor only within the noise**: the floor lies within two standard errors "
             "of the mean, so this is not a clear pass (see Limitations)",
         }[check.verdict]
-        lines.append(f"- The project's quality floor{where} is {check.floor:+.1f} dB at 1 step. This model gains "
-                     f"{check.gain:+.2f} dB on the table's draw of degradations and {check.repeated_text()}: {verdict}.")
+        lines.append(
+            f"- The project's quality floor{where} is {check.floor:+.1f} dB at 1 step. This model gains "
+            f"{check.gain:+.2f} dB on the table's draw of degradations and {check.repeated_text()}: {verdict}."
+        )
     return lines
 
 
@@ -306,12 +346,16 @@ def improvement_over_input(evaluation: dict) -> str:
         parts.append(f"{best_psnr['psnr'] - source['psnr']:+.2f} dB PSNR at {best_psnr['steps']} step(s)")
     if best_lpips["lpips"] < source["lpips"]:
         parts.append(f"LPIPS {best_lpips['lpips']:.3f} against {source['lpips']:.3f} at {best_lpips['steps']} steps")
-    return "it improves on the input, though not on PSNR and LPIPS at the same step count: " + "; ".join(parts) \
-        if parts else "it does not improve on the input"
+    return (
+        "it improves on the input, though not on PSNR and LPIPS at the same step count: " + "; ".join(parts)
+        if parts
+        else "it does not improve on the input"
+    )
 
 
-def floor_limitations(evaluations: list[dict], task_id: str, repeated: dict | None = None,
-                      stages: list[dict] | None = None) -> list[str]:
+def floor_limitations(
+    evaluations: list[dict], task_id: str, repeated: dict | None = None, stages: list[dict] | None = None
+) -> list[str]:
     """Limitations lines for floors missed or met only within the noise; with the training ``stages``, a miss says
     what they tried (a card must not promise that more of the same will beat it when its stages say otherwise)."""
     checks = floor_checks(evaluations, task_id, repeated)
@@ -327,14 +371,23 @@ def floor_limitations(evaluations: list[dict], task_id: str, repeated: dict | No
     lines = []
     if misses:
         short = ", ".join(named(c, f"by {c.floor - c.estimate:.2f} dB") for c in misses)
-        tried = (f" {tried_text(stages)} What is left to try: a larger network within the speed budget, trained far "
-                 "longer (the project README's Model zoo section has the measurements).") if stages else ""
+        tried = (
+            (
+                f" {tried_text(stages)} What is left to try: a larger network within the speed budget, trained far "
+                "longer (the project README's Model zoo section has the measurements)."
+            )
+            if stages
+            else ""
+        )
         lines.append(f"- Below the project's quality floor ({short}): {why}, until a better model replaces it.{tried}")
     if close:
-        near = ", ".join(named(c, f"{c.estimate:+.2f} ± {c.repeated['gain_db_sem']:.2f} dB against "
-                                  f"{c.floor:+.1f} dB") for c in close)
-        lines.append(f"- At the project's quality floor only within the noise of the evaluation ({near}): {why}, "
-                     "until a longer training run clears the floor by more than the noise.")
+        near = ", ".join(
+            named(c, f"{c.estimate:+.2f} ± {c.repeated['gain_db_sem']:.2f} dB against {c.floor:+.1f} dB") for c in close
+        )
+        lines.append(
+            f"- At the project's quality floor only within the noise of the evaluation ({near}): {why}, "
+            "until a longer training run clears the floor by more than the noise."
+        )
     return lines
 
 
@@ -350,8 +403,10 @@ def training_stages(info: dict) -> list[dict]:
 def spacing_text(scheduler: dict) -> str:
     """How inference spaces its steps in t (the scheduler config of the repo, used by the evaluation above)."""
     if scheduler.get("timestep_spacing") == "power":
-        return (f"Inference steps are spaced t_i = (1 - i/N)^{scheduler['spacing_power']:g}, closer together near "
-                "t = 0 (the repo's scheduler config; the evaluation above uses it).")
+        return (
+            f"Inference steps are spaced t_i = (1 - i/N)^{scheduler['spacing_power']:g}, closer together near "
+            "t = 0 (the repo's scheduler config; the evaluation above uses it)."
+        )
     return "Inference steps are equally spaced in t."
 
 
@@ -386,18 +441,22 @@ def stage_blocks(info: dict | None) -> dict:
     """A stage's block counts: its own flags, else its base's (a fine-tune keeps its base's net), else InDINet's."""
     if info is None:
         defaults = inspect.signature(InDINet.__init__).parameters
-        return {key: tuple(defaults[key].default) if key != "middle_blocks" else defaults[key].default
-                for key in BLOCK_KEYS}
+        return {
+            key: tuple(defaults[key].default) if key != "middle_blocks" else defaults[key].default for key in BLOCK_KEYS
+        }
     inherited = stage_blocks(info.get("init_from_train_info"))
     given = {key: info["args"].get(key) for key in BLOCK_KEYS}
-    return {key: inherited[key] if value is None else (tuple(value) if isinstance(value, list) else value)
-            for key, value in given.items()}
+    return {
+        key: inherited[key] if value is None else (tuple(value) if isinstance(value, list) else value)
+        for key, value in given.items()
+    }
 
 
 def blocks_text(blocks: dict) -> str:
     """Block counts as a card names them: "encoder [1, 1, 2, 4], middle 4" (keys of grow_network.BLOCK_KEYS)."""
-    return ", ".join(f"{key.split('_')[0]} {list(value) if isinstance(value, tuple) else value}"
-                     for key, value in blocks.items())
+    return ", ".join(
+        f"{key.split('_')[0]} {list(value) if isinstance(value, tuple) else value}" for key, value in blocks.items()
+    )
 
 
 def grown_text(info: dict) -> str:
@@ -440,6 +499,7 @@ def stage_line(number: int, info: dict, count: int, task_id: str) -> str:
 
 def tried_text(stages: list[dict]) -> str:
     """What the stages tried, in one sentence: losses, p(t), eps, the networks, and training minutes on GPUs and CPUs."""
+
     def listed(values, last: str = "and") -> str:  # distinct values in first-seen order ("" for none)
         distinct = list(dict.fromkeys(values))
         return ", ".join(distinct[:-1]) + f" {last} {distinct[-1]}" if len(distinct) > 1 else "".join(distinct)
@@ -448,16 +508,26 @@ def tried_text(stages: list[dict]) -> str:
     weights = [s["args"]["t_one_probability"] for s in stages if s["args"]["t_sampling"] == "mixture"]
     uniform = any(s["args"]["t_sampling"] == "uniform" for s in stages)
     weight = f"mixed with t = 1 at weight {listed((f'{w:g}' for w in sorted(weights)), 'or')}" if weights else ""
-    p_t = ([f"uniform on (0, 1], alone and {weight}" if uniform else f"uniform on (0, 1] {weight}"] if weights
-           else ["uniform"] if uniform else [])
+    p_t = (
+        [f"uniform on (0, 1], alone and {weight}" if uniform else f"uniform on (0, 1] {weight}"]
+        if weights
+        else ["uniform"]
+        if uniform
+        else []
+    )
     others = sorted({s["args"]["t_sampling"] for s in stages} - {"mixture", "uniform"})
     eps = listed(f"{s['args']['eps']:g}" for s in stages if s["args"].get("eps") is not None)
     networks = [blocks_text(dict(blocks)) for blocks in dict.fromkeys(tuple(stage_blocks(s).items()) for s in stages)]
     network = f"{networks[0]} blocks" if len(networks) == 1 else f"{networks[0]} grown to {networks[-1]} blocks"
     gpu = sum(s["wall_seconds"] for s in stages if not s["device"].lower().startswith("cpu")) / 60
     cpu = sum(s["wall_seconds"] for s in stages if s["device"].lower().startswith("cpu")) / 60
-    parts = [f"{losses} losses", f"p(t) {listed(p_t + others)}", f"eps {eps}" if eps else "", network,
-             f"{gpu:.0f} min of training on GPUs and {cpu:.0f} min on CPUs"]
+    parts = [
+        f"{losses} losses",
+        f"p(t) {listed(p_t + others)}",
+        f"eps {eps}" if eps else "",
+        network,
+        f"{gpu:.0f} min of training on GPUs and {cpu:.0f} min on CPUs",
+    ]
     return f"Its stages above tried {'; '.join(part for part in parts if part)}."
 
 

@@ -10,7 +10,7 @@ written to the train folder.
 
     apt-get install -y plasma-workspace-wallpapers mate-backgrounds \
         lomiri-wallpapers-16.04 lomiri-wallpapers-20.04
-    python train/prepare_data.py --output_dir data/photos
+    python -m train.prepare_data --output_dir data/photos
 
 See train/DATA.md for the photo list, licences and the size budget.
 """

@@ -12,8 +12,8 @@ Before anything is uploaded, the model card's metadata is validated locally and 
 weights (refused: design.md §3). ``--dry_run`` stops after listing what would be uploaded; the staging folder it
 writes (``--staging_dir``) is exactly what a real run uploads and can be loaded to test it.
 
-    python train/publish.py model_cards/indi-denoise --repo_id my-org/indi-denoise --dry_run --staging_dir /tmp/stage
-    python train/publish.py model_cards/indi-denoise --repo_id my-org/indi-denoise      # needs `hf auth login`
+    python -m train.publish model_cards/indi-denoise --repo_id my-org/indi-denoise --dry_run --staging_dir /tmp/stage
+    python -m train.publish model_cards/indi-denoise --repo_id my-org/indi-denoise      # needs `hf auth login`
 """
 
 from __future__ import annotations
@@ -23,16 +23,12 @@ import fnmatch
 import json
 import math
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from numbers import Real
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import remote_code  # noqa: E402
+from train import remote_code
 
 CARD_NAME = "README.md"
 INDEX_NAME = "model_index.json"

@@ -24,7 +24,7 @@ With indi_pipeline installed, ``InDIPipeline.from_pretrained(repo)`` loads the i
 files: from the Hub it downloads configs and safetensors only, and on a folder that holds them its ``load_config``
 reads ``_class_name`` and the component entries as the installed package's.
 
-    python train/remote_code.py /tmp/indi-denoise-copy   # add the code to a COPY of a repo folder (modified in place)
+    python -m train.remote_code /tmp/indi-denoise-copy   # add the code to a COPY of a repo folder (modified in place)
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ class _Module:
     binders: dict[str, list[int]] = field(default_factory=dict)  # name -> indices of statements that bind it
 
     @classmethod
-    def load(cls, module_name: str) -> "_Module":
+    def load(cls, module_name: str) -> _Module:
         path = module_path(module_name)
         source = path.read_text(encoding="utf-8")
         module = cls(module_name, path, ast.parse(source, filename=str(path)), source)

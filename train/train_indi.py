@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train an InDI restoration model (run with `accelerate launch train/train_indi.py ...`).
+"""Train an InDI restoration model (run with `accelerate launch -m train.train_indi ...`).
 
 Follows diffusers' examples/unconditional_image_generation/train_unconditional.py: flat argparse, Accelerator with
 mixed precision and gradient accumulation, AdamW + warm-up + cosine, EMA, checkpoint-N folders with a total limit,
@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, broadcast, set_seed
@@ -33,27 +32,23 @@ from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-
-from indi_pipeline import InDINet, InDIPipeline, InDIScheduler, get_task  # noqa: E402
-from indi_pipeline.acceleration import reuse_freed_memory, use_compile_cache  # noqa: E402
-from indi_pipeline.bench import cpu_model, threads_text  # noqa: E402
-from indi_pipeline.degradations import pipeline_input  # noqa: E402
-from indi_pipeline.metrics import psnr  # noqa: E402
-from indi_pipeline.scheduling_indi import NOISE_SCHEDULES, T_SAMPLINGS  # noqa: E402
-from indi_pipeline.tasks import TASKS  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from data import (  # noqa: E402
+from indi_pipeline import InDINet, InDIPipeline, InDIScheduler, get_task
+from indi_pipeline.acceleration import reuse_freed_memory, use_compile_cache
+from indi_pipeline.degradations import pipeline_input
+from indi_pipeline.machine import cpu_model, threads_text
+from indi_pipeline.metrics import psnr
+from indi_pipeline.scheduling_indi import NOISE_SCHEDULES, T_SAMPLINGS
+from indi_pipeline.tasks import TASKS
+from train.data import (
     DataError,
     RandomCropStream,
     load_clean_folder,
     load_hf_dataset,
     load_paired_folder,
 )
-from device_crops import DeviceCropSampler  # noqa: E402
-from device_degradation import DeviceDegrader  # noqa: E402
-from grow_network import BLOCK_KEYS, grow_network  # noqa: E402
+from train.device_crops import DeviceCropSampler
+from train.device_degradation import DeviceDegrader
+from train.grow_network import BLOCK_KEYS, grow_network
 
 logger = get_logger(__name__, log_level="INFO")
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -74,7 +69,9 @@ LAUNCHED_BY_ENV, CONCURRENT_RUNS_ENV = "INDI_LAUNCHED_BY", "INDI_CONCURRENT_RUNS
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Train an InDI image-restoration model.")
     # data
-    parser.add_argument("--task", type=str, required=True, choices=sorted(TASKS), help="Restoration task (design.md §4).")
+    parser.add_argument(
+        "--task", type=str, required=True, choices=sorted(TASKS), help="Restoration task (design.md §4)."
+    )
     parser.add_argument("--train_data_dir", type=str, default=None, help="Folder of clean images, degraded on the fly.")
     parser.add_argument(
         "--paired_data_dir", type=str, default=None, help="Folder with clean/ and degraded/ images of matching names."
@@ -229,7 +226,9 @@ def parse_args(argv=None):
             )
     multiple = InDINet.input_multiple_of(unshuffle, len(args.encoder_blocks or base_levels))
     if args.resolution % multiple:
-        parser.error(f"--resolution must be a multiple of {multiple} (the network's input multiple), got {args.resolution}")
+        parser.error(
+            f"--resolution must be a multiple of {multiple} (the network's input multiple), got {args.resolution}"
+        )
     if args.eps is None:
         args.eps = get_task(args.task).eps
     return args
@@ -253,7 +252,9 @@ def redact_command(argv: list[str]) -> list[str]:
 # ------------------------------------------------------------------------------------------------------ checkpoints
 def list_checkpoints(output_dir: Path) -> list[Path]:
     """Complete checkpoints, oldest first (temporary folders of an interrupted save are ignored)."""
-    found = [p for p in output_dir.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir() and p.name[len(CHECKPOINT_PREFIX) :].isdigit()]
+    found = [
+        p for p in output_dir.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir() and p.name[len(CHECKPOINT_PREFIX) :].isdigit()
+    ]
     return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
 
 
@@ -295,7 +296,9 @@ def parameters_finite(model) -> bool:
     return bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())
 
 
-def divergence_reason(mean_loss: float, losses: list[torch.Tensor], first_step: int, step: int, accumulation: int) -> str:
+def divergence_reason(
+    mean_loss: float, losses: list[torch.Tensor], first_step: int, step: int, accumulation: int
+) -> str:
     """Why a run stops, naming the step whose loss first turned non-finite (on this process) when one did."""
     if math.isfinite(mean_loss):
         return f"weights became non-finite (NaN or inf) by step {step}"
@@ -417,8 +420,13 @@ def batch_stream(args, images: list, device: torch.device, seed: int, rank: int)
     (--synthetic_data: one fixed batch kept on the device). ``(seed, rank)`` seed the crop stream.
     """
     if args.synthetic_data:
-        fixed = torch.randint(0, 256, (args.train_batch_size, 3, args.resolution, args.resolution), dtype=torch.uint8,
-                              generator=torch.Generator().manual_seed(args.seed)).to(device)
+        fixed = torch.randint(
+            0,
+            256,
+            (args.train_batch_size, 3, args.resolution, args.resolution),
+            dtype=torch.uint8,
+            generator=torch.Generator().manual_seed(args.seed),
+        ).to(device)
         return itertools.repeat({"clean": fixed}), "synthetic", "--synthetic_data"
     sampler, why = choose_crop_sampler(args, images, device)
     # Either way every process draws its own crop stream (seeded by rank): no distributed sampler, and the loader
@@ -518,11 +526,15 @@ def main(argv=None):
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)),
+        project_config=ProjectConfiguration(
+            project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)
+        ),
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
-    logger.info(f"world size {accelerator.num_processes}, device {accelerator.device}, mixed precision "
-                f"{accelerator.mixed_precision}")
+    logger.info(
+        f"world size {accelerator.num_processes}, device {accelerator.device}, mixed precision "
+        f"{accelerator.mixed_precision}"
+    )
     if accelerator.device.type == "cpu":
         # Each step's activations and gradients are mapped and zeroed afresh by the kernel otherwise (~10 % of a CPU
         # step here).
@@ -579,26 +591,36 @@ def main(argv=None):
         accelerator.load_state(str(checkpoint))
         state = json.loads((checkpoint / STATE_FILE).read_text())
         global_step, elapsed_before = state["global_step"], state["elapsed_seconds"]
-        adam_steps = [s["step"] for s in optimizer.optimizer.state.values() if "step" in s] if hasattr(optimizer, "optimizer") else []
+        adam_steps = (
+            [s["step"] for s in optimizer.optimizer.state.values() if "step" in s]
+            if hasattr(optimizer, "optimizer")
+            else []
+        )
         resumed_from = {
             "checkpoint": checkpoint.name,
             "global_step": global_step,
             "optimizer_step": int(float(adam_steps[0])) if adam_steps else 0,
         }
-        logger.info(f"resumed from {checkpoint} at step {global_step} (optimizer step {resumed_from['optimizer_step']})")
+        logger.info(
+            f"resumed from {checkpoint} at step {global_step} (optimizer step {resumed_from['optimizer_step']})"
+        )
         degrader.reseed(args.seed + global_step + 7919 * accelerator.process_index)
         generator.manual_seed(args.seed + global_step + 104729 * accelerator.process_index)
     elif args.resume_from_checkpoint:
         logger.info(f"no checkpoint in {output_dir}; starting a new run")
 
     if accelerator.is_main_process and args.report_to != "none":
-        tracker_config = {k: (str(v) if isinstance(v, (list, tuple)) or v is None else v) for k, v in public_args(args).items()}
+        tracker_config = {
+            k: (str(v) if isinstance(v, (list, tuple)) or v is None else v) for k, v in public_args(args).items()
+        }
         accelerator.init_trackers("indi", config=tracker_config)
     validation_clean = validation_batch(args, accelerator.device) if accelerator.is_main_process else None
 
     total_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
-    logger.info(f"task {args.task}: {len(images)} training images, batch {total_batch}, eps {args.eps}, "
-                f"t_sampling {args.t_sampling}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
+    logger.info(
+        f"task {args.task}: {len(images)} training images, batch {total_batch}, eps {args.eps}, "
+        f"t_sampling {args.t_sampling}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters"
+    )
     # Seeded by the step like the degrader: a resumed run draws fresh crops, not a replay of the run's first batches.
     data_iter, crop_sampler, crop_sampler_why = batch_stream(
         args, images, accelerator.device, args.seed + global_step, accelerator.process_index
@@ -655,8 +677,9 @@ def main(argv=None):
             # makes the weights NaN, and a checkpoint must never hold them (nor may the final model repo).
             mean_loss = accelerator.reduce(torch.stack(window_losses).mean(), reduction="mean").item()
             if not math.isfinite(mean_loss) or (checkpoint_due and not parameters_finite(model)):
-                stop_reason = divergence_reason(mean_loss, window_losses, window_first_step, global_step,
-                                                args.gradient_accumulation_steps)
+                stop_reason = divergence_reason(
+                    mean_loss, window_losses, window_first_step, global_step, args.gradient_accumulation_steps
+                )
                 checkpoints = list_checkpoints(output_dir)
                 accelerator.print(
                     f"error: {stop_reason}; stopping without saving the model. The last good checkpoint is "
@@ -680,8 +703,16 @@ def main(argv=None):
                 if ema is not None:
                     ema.store(unwrapped.parameters())
                     ema.copy_to(unwrapped.parameters())
-                results = validate(args, unwrapped, scheduler, degrader.fixed, validation_clean, task.upscale_factor,
-                                   global_step, accelerator)
+                results = validate(
+                    args,
+                    unwrapped,
+                    scheduler,
+                    degrader.fixed,
+                    validation_clean,
+                    task.upscale_factor,
+                    global_step,
+                    accelerator,
+                )
                 if ema is not None:
                     ema.restore(unwrapped.parameters())
                 model.train()
@@ -707,7 +738,8 @@ def main(argv=None):
         info = {
             "task": args.task,
             "world_size": accelerator.num_processes,
-            "device": torch.cuda.get_device_name() if torch.cuda.is_available()
+            "device": torch.cuda.get_device_name()
+            if torch.cuda.is_available()
             else f"CPU ({cpu_model()}, {threads_text(torch.get_num_threads())})",
             "mixed_precision": accelerator.mixed_precision,
             "crop_sampler": crop_sampler,
@@ -718,8 +750,10 @@ def main(argv=None):
             "images_per_second_median": sorted(throughput)[len(throughput) // 2] if throughput else None,
             "resumed_from": resumed_from,
             "init_from_train_info": base_model_record(args.init_from),
-            "command": " ".join(redact_command(sys.argv if argv is None else ["train/train_indi.py", *argv])),
-            # Set by train/train_zoo.sh and train/gpu_session.sh: the command that started this run, and how many
+            "command": " ".join(
+                redact_command(["python", "-m", "train.train_indi", *(sys.argv[1:] if argv is None else argv)])
+            ),
+            # Set by zoo/train_zoo.sh and gpu/gpu_session.sh: the command that started this run, and how many
             # training runs shared the device with it (a share of a GPU trains fewer images/s than the whole).
             "launched_by": os.environ.get(LAUNCHED_BY_ENV),
             "concurrent_runs": int(os.environ.get(CONCURRENT_RUNS_ENV) or 1),
@@ -745,8 +779,7 @@ def save_model_repo(args, accelerator, model, ema, scheduler, task, output_dir: 
         ema.copy_to(final.parameters())
     # .half(), not .to(torch.float16): diffusers 0.42's ModelMixin.to warns on any dtype cast ("modules that should
     # be kept in float32: []") even when there are none.
-    pipe = InDIPipeline(unet=final.half(), scheduler=scheduler, upscale_factor=task.upscale_factor,
-                        task=args.task)
+    pipe = InDIPipeline(unet=final.half(), scheduler=scheduler, upscale_factor=task.upscale_factor, task=args.task)
     pipe.save_pretrained(output_dir, safe_serialization=True)
     logger.info(f"saved the model repo to {output_dir}")
 

@@ -6,32 +6,31 @@ The check runs the batches under ``torch.cuda.set_sync_debug_mode("error")``: an
 blocking copy, raises. A step that waits drains the GPU's queue, and the GPU then idles while the CPU prepares the
 next kernels. On the CPU the check does not apply (tests/test_device_degradation.py covers what it can there).
 
-    python train/batch_bench.py --train_data_dir data/photos/train [--device cuda] [--json out.json]
+    python -m benchmarks.batch_bench --train_data_dir data/photos/train [--device cuda] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import train_indi  # noqa: E402
-from indi_pipeline.tasks import get_task  # noqa: E402
-from crop_bench import synchronize  # noqa: E402
-from device_crops import DeviceCropSampler  # noqa: E402
-from device_degradation import KERNEL_BANK_SIZE, DeviceDegrader  # noqa: E402
+from benchmarks.timing import synchronize
+from indi_pipeline.tasks import get_task
+from train import train_indi
+from train.device_crops import DeviceCropSampler
+from train.device_degradation import KERNEL_BANK_SIZE, DeviceDegrader
 
 TASKS = ("denoise", "sr4", "motion_deblur", "defocus_deblur")  # jpeg is compressed by PIL in the DataLoader workers
 
 
-def batch_path(train_args, images: list, device: torch.device, batch_size: int,
-               kernel_bank_size: int = KERNEL_BANK_SIZE):
+def batch_path(
+    train_args, images: list, device: torch.device, batch_size: int, kernel_bank_size: int = KERNEL_BANK_SIZE
+):
     """A no-argument function making one training batch exactly as train_indi does with ``train_args``."""
     crops = DeviceCropSampler(images, train_args.resolution, device, seed=0)
     degrader = DeviceDegrader(train_args.task, device, seed=0, kernel_bank_size=kernel_bank_size)
@@ -69,8 +68,18 @@ def main(argv=None):
     device = torch.device(args.device)
     rows, images = {}, None
     for task in args.tasks:
-        train_args = train_indi.parse_args(["--task", task, "--train_data_dir", args.train_data_dir, "--output_dir",
-                                            tempfile.gettempdir(), "--resolution", str(args.resolution)])
+        train_args = train_indi.parse_args(
+            [
+                "--task",
+                task,
+                "--train_data_dir",
+                args.train_data_dir,
+                "--output_dir",
+                tempfile.gettempdir(),
+                "--resolution",
+                str(args.resolution),
+            ]
+        )
         if images is None:  # clean photos: one decoded set serves every task (upscale_factor matters for pairs only)
             images = train_indi.load_training_images(train_args, upscale_factor=get_task(task).upscale_factor)
         make_batch = batch_path(train_args, images, device, args.batch_size, args.kernel_bank_size)
@@ -83,12 +92,23 @@ def main(argv=None):
             make_batch()
         synchronize(device)
         seconds = time.perf_counter() - start
-        rows[task] = {"images_per_s": args.batches * args.batch_size / seconds,
-                      "ms_per_batch": 1e3 * seconds / args.batches, "device_waits": waits}
-        print(f"{task:>15}: {rows[task]['images_per_s']:9.0f} images/s, {rows[task]['ms_per_batch']:7.2f} ms per "
-              f"batch of {args.batch_size} x {args.resolution}^2; device waits: {waits}", flush=True)
-    result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-              "torch": torch.__version__, "torch_threads": torch.get_num_threads(), **vars(args), "rows": rows}
+        rows[task] = {
+            "images_per_s": args.batches * args.batch_size / seconds,
+            "ms_per_batch": 1e3 * seconds / args.batches,
+            "device_waits": waits,
+        }
+        print(
+            f"{task:>15}: {rows[task]['images_per_s']:9.0f} images/s, {rows[task]['ms_per_batch']:7.2f} ms per "
+            f"batch of {args.batch_size} x {args.resolution}^2; device waits: {waits}",
+            flush=True,
+        )
+    result = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        **vars(args),
+        "rows": rows,
+    }
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return result

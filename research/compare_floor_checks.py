@@ -3,10 +3,10 @@
 
 Two models' mean gains over 8 draws each carry a standard error of about 0.08 dB (the draws differ a lot), but the
 same draw scores both models on the same blurs, so the per-draw difference is far less noisy (about 0.01-0.02 dB).
-This pairs the sets of ``train/floor_check.py`` JSONs by seed and prints, for each JSON after the first, the mean
+This pairs the sets of ``research/floor_check.py`` JSONs by seed and prints, for each JSON after the first, the mean
 difference of its 1-step gain (and eps 0 gain) against the first with the standard error of the differences.
 
-    python train/compare_floor_checks.py model_cards/indi-motion_deblur/floor_check.json \
+    python -m research.compare_floor_checks model_cards/indi-motion_deblur/floor_check.json \
         docs/zoo/motion_stage6_plain_floor_check.json docs/zoo/motion_stage6_grown_floor_check.json
 """
 
@@ -28,8 +28,9 @@ def paired_difference(reference: dict, other: dict, measure: str = "gain_db") ->
     """Mean and standard error of ``other - reference`` over the seed sets both have."""
     for key in SAME_DRAWS_KEYS:
         if reference.get(key) != other.get(key):
-            raise ValueError(f"not the same draws: {key} is {reference.get(key)!r} in one and {other.get(key)!r} in "
-                             "the other")
+            raise ValueError(
+                f"not the same draws: {key} is {reference.get(key)!r} in one and {other.get(key)!r} in the other"
+            )
     by_seed = {s["seed"]: s[measure] for s in reference["sets"]}
     differences = np.array([s[measure] - by_seed[s["seed"]] for s in other["sets"] if s["seed"] in by_seed])
     if len(differences) < 2:
@@ -60,9 +61,11 @@ def main(argv=None) -> list[dict]:
         except ValueError as error:
             sys.exit(f"compare_floor_checks: {path} against {args.reference}: {error}")
         gain, eps0 = diff["gain_db"], diff["gain_db_eps0"]
-        print(f"| {path} | {gain['sets']} | {other['gain_db_mean']:+.3f} ± {other['gain_db_sem']:.3f} | "
-              f"{gain['mean']:+.3f} ± {gain['sem']:.3f} | {gain['higher_in']} of {gain['sets']} | "
-              f"{eps0['mean']:+.3f} ± {eps0['sem']:.3f} |")
+        print(
+            f"| {path} | {gain['sets']} | {other['gain_db_mean']:+.3f} ± {other['gain_db_sem']:.3f} | "
+            f"{gain['mean']:+.3f} ± {gain['sem']:.3f} | {gain['higher_in']} of {gain['sets']} | "
+            f"{eps0['mean']:+.3f} ± {eps0['sem']:.3f} |"
+        )
         rows.append({"model": path, **diff})
     return rows
 

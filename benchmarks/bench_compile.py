@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .acceleration import compile_cache_dir, compile_network, optimize_for_inference
+from indi_pipeline.acceleration import compile_cache_dir, compile_network, optimize_for_inference
 
 
 def _has_files(folder: Path) -> bool:
@@ -23,9 +23,9 @@ def _has_files(folder: Path) -> bool:
 
 def compile_comparison(net, scheduler, size: int, steps: int, repeats: int, warmup: int, device: str) -> dict:
     """Forward and ``steps``-step restore at ``size`` x ``size``, eager vs compiled, plus compile time and agreement."""
-    from .bench import _timestep, time_ms
-    from .metrics import psnr
-    from .pipeline_indi import InDIPipeline
+    from benchmarks.timing import scalar_timestep, time_ms
+    from indi_pipeline.metrics import psnr
+    from indi_pipeline.pipeline_indi import InDIPipeline
 
     def pipeline(network):
         pipe = InDIPipeline(unet=copy.deepcopy(network), scheduler=copy.deepcopy(scheduler)).to(device)
@@ -39,10 +39,12 @@ def compile_comparison(net, scheduler, size: int, steps: int, repeats: int, warm
 
     image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
     x = image.to(device).contiguous(memory_format=torch.channels_last if device == "cpu" else torch.contiguous_format)
-    timestep = _timestep(device)
+    timestep = scalar_timestep(device)
 
     def restore(pipe):
-        return pipe(image, num_inference_steps=steps, generator=torch.Generator().manual_seed(0), output_type="pt").images
+        return pipe(
+            image, num_inference_steps=steps, generator=torch.Generator().manual_seed(0), output_type="pt"
+        ).images
 
     with torch.no_grad():
         start = time.perf_counter()
@@ -54,11 +56,17 @@ def compile_comparison(net, scheduler, size: int, steps: int, repeats: int, warm
 
     forward = time_ms(
         {"eager": lambda: eager.unet(x, timestep), "compiled": lambda: compiled.unet(x, timestep)},
-        repeats, warmup, device, grad_mode=torch.no_grad,
+        repeats,
+        warmup,
+        device,
+        grad_mode=torch.no_grad,
     )
     restores = time_ms(
         {"eager": lambda: restore(eager), "compiled": lambda: restore(compiled)},
-        repeats, warmup, device, grad_mode=torch.no_grad,
+        repeats,
+        warmup,
+        device,
+        grad_mode=torch.no_grad,
     )
     return {
         "size": size,

@@ -9,13 +9,13 @@ mean gain and its standard error over the sets. With ``--tradeoff_steps N`` it a
 trade-off rule's numbers (LPIPS reduction and PSNR drop against 1 step) the same way: on one draw of 32 crops the
 defocus model's reduction at 8 steps was 9.8 %, on eight draws 9.8-19.2 %.
 
-    python train/floor_check.py --model model_cards/indi-defocus_deblur --task defocus_deblur \
+    python -m research.floor_check --model model_cards/indi-defocus_deblur --task defocus_deblur \
         --data_dir data/photos/val --crop 256 --grid 2 --seed_sets 8 --tradeoff_steps 8 --threads 1 \
         --json model_cards/indi-defocus_deblur/floor_check.json
 
 In a model repo, ``floor_check.json`` is read by ``train/make_model_card.py`` (the card states the floor, and the
 trade-off rule where N is its recommended step count, as mean ± standard error: met / missed / within the noise) and
-re-run by ``train/verify_zoo.py``.
+re-run by ``zoo/verify_zoo.py``.
 """
 
 from __future__ import annotations
@@ -27,9 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import eval_indi  # noqa: E402
+from train import eval_indi
 
 
 def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
@@ -67,33 +65,56 @@ def main(argv=None) -> dict:
         input_psnr = result["table"][0]["psnr"]
         rows = {(r["eps"], r["steps"]): r for r in result["table"] if r["method"] == "InDI"}
         eps0, one = rows[(0.0, 1)], rows[(result["model_eps"], 1)]
-        sets.append({"seed": base.seed, "input_psnr": input_psnr, "gain_db": result["gain_over_input_db_one_step"],
-                     "gain_db_eps0": eps0["psnr"] - input_psnr})
-        line = (f"seeds {base.seed}-{base.seed + crops - 1}: input {input_psnr:.2f} dB, 1 step {sets[-1]['gain_db']:+.2f} "
-                f"dB (eps 0: {sets[-1]['gain_db_eps0']:+.2f})")
+        sets.append(
+            {
+                "seed": base.seed,
+                "input_psnr": input_psnr,
+                "gain_db": result["gain_over_input_db_one_step"],
+                "gain_db_eps0": eps0["psnr"] - input_psnr,
+            }
+        )
+        line = (
+            f"seeds {base.seed}-{base.seed + crops - 1}: input {input_psnr:.2f} dB, 1 step {sets[-1]['gain_db']:+.2f} "
+            f"dB (eps 0: {sets[-1]['gain_db_eps0']:+.2f})"
+        )
         if args.tradeoff_steps:
             walked = rows[(result["model_eps"], args.tradeoff_steps)]
             sets[-1]["lpips_reduction"] = 1.0 - walked["lpips"] / one["lpips"]
             sets[-1]["psnr_drop_db"] = one["psnr"] - walked["psnr"]
-            line += (f"; {args.tradeoff_steps} steps: LPIPS {-100 * sets[-1]['lpips_reduction']:+.1f} %, PSNR "
-                     f"{-sets[-1]['psnr_drop_db']:+.2f} dB")
+            line += (
+                f"; {args.tradeoff_steps} steps: LPIPS {-100 * sets[-1]['lpips_reduction']:+.1f} %, PSNR "
+                f"{-sets[-1]['psnr_drop_db']:+.2f} dB"
+            )
         print(line, flush=True)
-    summary = {"task": base.task, "setting": result["setting"], "model": base.model, "crops_per_set": crops,
-               "seed_sets": args.seed_sets, "model_eps": result["model_eps"], "tradeoff_steps": args.tradeoff_steps,
-               "sets": sets,
-               "command": "python train/floor_check.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+    summary = {
+        "task": base.task,
+        "setting": result["setting"],
+        "model": base.model,
+        "crops_per_set": crops,
+        "seed_sets": args.seed_sets,
+        "model_eps": result["model_eps"],
+        "tradeoff_steps": args.tradeoff_steps,
+        "sets": sets,
+        "command": "python -m research.floor_check " + " ".join(sys.argv[1:] if argv is None else argv),
+    }
     for key in ("gain_db", "gain_db_eps0") + (("lpips_reduction", "psnr_drop_db") if args.tradeoff_steps else ()):
         values = np.array([s[key] for s in sets])
         summary[f"{key}_mean"] = float(values.mean())
         # standard error of the mean over the sets (undefined for one set)
         summary[f"{key}_sem"] = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
     sem = summary["gain_db_sem"]
-    print(f"mean over {args.seed_sets} sets of {crops} crops: 1 step {summary['gain_db_mean']:+.2f} dB"
-          + (f" ± {sem:.2f} (standard error)" if sem is not None else "")
-          + f"; eps 0: {summary['gain_db_eps0_mean']:+.2f} dB"
-          + (f"; {args.tradeoff_steps} steps: LPIPS {-100 * summary['lpips_reduction_mean']:+.1f} %"
-             + (f" ± {100 * summary['lpips_reduction_sem']:.1f}" if summary["lpips_reduction_sem"] is not None else "")
-             + f", PSNR {-summary['psnr_drop_db_mean']:+.2f} dB" if args.tradeoff_steps else ""))
+    print(
+        f"mean over {args.seed_sets} sets of {crops} crops: 1 step {summary['gain_db_mean']:+.2f} dB"
+        + (f" ± {sem:.2f} (standard error)" if sem is not None else "")
+        + f"; eps 0: {summary['gain_db_eps0_mean']:+.2f} dB"
+        + (
+            f"; {args.tradeoff_steps} steps: LPIPS {-100 * summary['lpips_reduction_mean']:+.1f} %"
+            + (f" ± {100 * summary['lpips_reduction_sem']:.1f}" if summary["lpips_reduction_sem"] is not None else "")
+            + f", PSNR {-summary['psnr_drop_db_mean']:+.2f} dB"
+            if args.tradeoff_steps
+            else ""
+        )
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
     return summary

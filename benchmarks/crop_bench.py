@@ -4,27 +4,21 @@
 Times only the making of training batches (no network): each sampler's start-up (worker processes, device upload)
 is timed apart, then ``--batches`` batches are drawn and moved to the device as the training loop does.
 
-    python train/crop_bench.py --train_data_dir data/photos/train [--device cuda] [--json out.json]
+    python -m benchmarks.crop_bench --train_data_dir data/photos/train [--device cuda] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import train_indi  # noqa: E402
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from benchmarks.timing import synchronize
+from train import train_indi
 
 
 def time_sampler(train_args, images, device: torch.device, batches: int) -> dict:
@@ -53,18 +47,35 @@ def main(argv=None):
     parser.add_argument("--json", default=None, help="Also write the result here.")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    common = ["--task", "denoise", "--train_data_dir", args.train_data_dir, "--output_dir", tempfile.gettempdir(),
-              "--train_batch_size", str(args.batch_size), "--resolution", str(args.resolution),
-              "--dataloader_num_workers", str(args.dataloader_num_workers)]
+    common = [
+        "--task",
+        "denoise",
+        "--train_data_dir",
+        args.train_data_dir,
+        "--output_dir",
+        tempfile.gettempdir(),
+        "--train_batch_size",
+        str(args.batch_size),
+        "--resolution",
+        str(args.resolution),
+        "--dataloader_num_workers",
+        str(args.dataloader_num_workers),
+    ]
     images = train_indi.load_training_images(train_indi.parse_args(common), upscale_factor=1)
     rows = {}
     for sampler in ("device", "workers"):
         train_args = train_indi.parse_args([*common, "--crop_sampler", sampler])
         rows[sampler] = time_sampler(train_args, images, device, args.batches)
-        print(f"{sampler:>8}: {rows[sampler]['images_per_s']:8.0f} images/s "
-              f"(start-up {rows[sampler]['startup_s']:.2f} s)")
-    result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-              "torch_threads": torch.get_num_threads(), "images": len(images), **vars(args), "rows": rows}
+        print(
+            f"{sampler:>8}: {rows[sampler]['images_per_s']:8.0f} images/s (start-up {rows[sampler]['startup_s']:.2f} s)"
+        )
+    result = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "images": len(images),
+        **vars(args),
+        "rows": rows,
+    }
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return result

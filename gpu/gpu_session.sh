@@ -11,7 +11,7 @@
 #      bf16 / compile / CUDA graphs, the crop benchmark) for at most BENCH_SECONDS (default 240), unless SKIP_BENCH=1;
 #   4. packs the training logs (report.tar.gz) and the bench's logs and JSON (bench_report.tar.gz).
 # Back on the CPU: tar -xf OUT/indi-<task>.tar -C outputs/zoo_candidates (parts: cat OUT/indi-<task>-grown.tar.* |
-# tar -x -C outputs/zoo_candidates), then train/eval_indi.py on it (see train/eval_zoo.sh), and copy it into
+# tar -x -C outputs/zoo_candidates), then train/eval_indi.py on it (see zoo/eval_zoo.sh), and copy it into
 # model_cards/ only if the evaluation shows it is better.
 #
 # Upload limit (64 MiB): the tracked tree is ~84 MiB, so before the call delete the bundled weights here that the run
@@ -21,7 +21,7 @@
 #
 # Fine-tuning a bundled model (ZOO_INIT_ROOT, see train_zoo.sh): what moved the defocus model +0.49 dB at 1 step on a
 # lent H100 (5 minutes, then 3 more from that output at lr 1e-4; the tree travelled at 50 MB with its weights kept):
-#   ZOO_TASKS=defocus_deblur ZOO_INIT_ROOT=model_cards SKIP_BENCH=1 train/gpu_session.sh "$OUT" 5 \
+#   ZOO_TASKS=defocus_deblur ZOO_INIT_ROOT=model_cards SKIP_BENCH=1 gpu/gpu_session.sh "$OUT" 5 \
 #     --eps 0.01 --t_sampling mixture --t_one_probability 0.4 --learning_rate 2e-4 --lr_warmup_steps 100 \
 #     --resolution 192 --train_batch_size 64
 # For the deblurring models add --loss nmse --t_one_probability 0.5: on the CPU it gained the motion model +0.19 dB at 1
@@ -36,7 +36,7 @@
 # command line contains: it kills the call's shell (one lent call was lost so).
 # --compile (torch.compile of the training step) is one more flag; gpu_bench.sh's compiled run shows whether it pays
 # on the GPU (on the CPU it gave +8-10 %).
-# CPU check with tiny settings: SKIP_BENCH=1 train/gpu_session.sh /tmp/session 0.1 --resolution 64 \
+# CPU check with tiny settings: SKIP_BENCH=1 gpu/gpu_session.sh /tmp/session 0.1 --resolution 64 \
 #   --train_batch_size 2 --max_train_steps 2 --mixed_precision no
 set -uo pipefail
 out=${1:?output folder}; minutes=${2:?minutes per model}; shift 2
@@ -52,13 +52,13 @@ status=0
 variants=(zoo)
 # For each run's train_info.json: the whole session command, and every run training on the GPU at once.
 settings="ZOO_TASKS=\"$ZOO_TASKS\"${ZOO_INIT_ROOT:+ ZOO_INIT_ROOT=$ZOO_INIT_ROOT}${ZOO_GROWN_FLAGS:+ ZOO_GROWN_FLAGS=\"$ZOO_GROWN_FLAGS\"}"
-export INDI_LAUNCHED_BY="$settings train/gpu_session.sh $out $minutes $*"
+export INDI_LAUNCHED_BY="$settings gpu/gpu_session.sh $out $minutes $*"
 runs_per_task=1; [[ -n "${ZOO_GROWN_FLAGS:-}" ]] && runs_per_task=2
 export INDI_CONCURRENT_RUNS=$(( $(wc -w <<< "$ZOO_TASKS") * runs_per_task ))
-train/train_zoo.sh "$work/zoo" "$minutes" "$@" & runs=($!)
+zoo/train_zoo.sh "$work/zoo" "$minutes" "$@" & runs=($!)
 if [[ -n "${ZOO_GROWN_FLAGS:-}" ]]; then
   # shellcheck disable=SC2086 # the flags are words
-  train/train_zoo.sh "$work/grown" "$minutes" "$@" $ZOO_GROWN_FLAGS & runs+=($!); variants+=(grown)
+  zoo/train_zoo.sh "$work/grown" "$minutes" "$@" $ZOO_GROWN_FLAGS & runs+=($!); variants+=(grown)
 fi
 for run in "${runs[@]}"; do wait "$run" || status=1; done
 # A file over 16 MiB does not come back from the lent machine, and a grown net's repo can be bigger (12.7 M parameters:
@@ -96,7 +96,7 @@ pack() {  # pack NAME FILE...: OUT/NAME.tar.gz of the files that exist
 pack report "$work"/zoo/*.log "$work"/grown/*.log
 first=$(for task in $ZOO_TASKS; do [[ -f "$work/zoo/indi-$task/model_index.json" ]] && echo "$work/zoo/indi-$task"; done | head -1)
 if [[ "${SKIP_BENCH:-0}" != 1 && -n "$first" ]]; then
-  timeout "${BENCH_SECONDS:-240}" env -u INDI_LAUNCHED_BY -u INDI_CONCURRENT_RUNS train/gpu_bench.sh "$work/bench" "$first" > "$work/bench.log" 2>&1 || status=1
+  timeout "${BENCH_SECONDS:-240}" env -u INDI_LAUNCHED_BY -u INDI_CONCURRENT_RUNS gpu/gpu_bench.sh "$work/bench" "$first" > "$work/bench.log" 2>&1 || status=1
   pack bench_report "$work"/bench.log "$work"/bench/*.log "$work"/bench/*.json
 fi
 ls -la "$out"

@@ -1,5 +1,5 @@
 """Runs the real `app.py` in a subprocess on a free local port for the app tests (offline, small settings) and for
-scripts/load_test_space.py (which imports this module from tests/)."""
+benchmarks/load_test_space.py (which imports this module from tests/)."""
 
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ With ``--model`` it also restores every crop with that InDI model at 1 step (as 
 tabulates both gains by blur size (motion: the trajectory's extent in px; defocus: the disk radius): where the model
 falls short of what the kernel allows.
 
-    python train/oracle_deconvolution.py --task defocus_deblur --data_dir data/photos/val --crop 256
-    python train/oracle_deconvolution.py --task motion_deblur --data_dir data/photos/val --crop 256 --grid 2 \
+    python -m research.oracle_deconvolution --task defocus_deblur --data_dir data/photos/val --crop 256
+    python -m research.oracle_deconvolution --task motion_deblur --data_dir data/photos/val --crop 256 --grid 2 \
         --model model_cards/indi-motion_deblur
 """
 
@@ -20,18 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from eval_indi import load_clean_images  # noqa: E402
-from indi_pipeline.degradations import (  # noqa: E402
+from indi_pipeline.degradations import (
     BLUR_NOISE_MAX,
     DEFOCUS_RADIUS_RANGE,
     MOTION_LENGTH_RANGE,
@@ -45,7 +40,8 @@ from indi_pipeline.degradations import (  # noqa: E402
     disk_kernels,
     motion_kernels,
 )
-from indi_pipeline.metrics import psnr  # noqa: E402
+from indi_pipeline.metrics import psnr
+from train.eval_indi import load_clean_images
 
 LAMBDAS = [10.0**e for e in np.arange(-5.0, 1.51, 0.25)]
 
@@ -110,12 +106,15 @@ def by_blur_size(rows: list[dict], task: str, bins: int) -> list[dict]:
         members = [r for r in rows if start <= r["blur_size"] < stop or (last and r["blur_size"] >= stop)]
         if not members:
             continue
-        table.append({
-            "blur_size": [float(start), float(stop)], "crops": len(members),
-            "input_psnr": float(np.mean([r["input_psnr"] for r in members])),
-            "oracle_gain_db": float(np.mean([r["oracle_psnr"] - r["input_psnr"] for r in members])),
-            "model_gain_db": float(np.mean([r["model_psnr"] - r["input_psnr"] for r in members])),
-        })
+        table.append(
+            {
+                "blur_size": [float(start), float(stop)],
+                "crops": len(members),
+                "input_psnr": float(np.mean([r["input_psnr"] for r in members])),
+                "oracle_gain_db": float(np.mean([r["oracle_psnr"] - r["input_psnr"] for r in members])),
+                "model_gain_db": float(np.mean([r["model_psnr"] - r["input_psnr"] for r in members])),
+            }
+        )
     return table
 
 
@@ -125,8 +124,8 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     pipe = None
     if args.model:
-        from eval_indi import restore
         from indi_pipeline import InDIPipeline
+        from train.eval_indi import restore
 
         pipe = InDIPipeline.from_pretrained(args.model)
         pipe.set_progress_bar_config(disable=True)
@@ -136,10 +135,19 @@ def main(argv=None) -> dict:
         best_psnr, best_lambda = max(
             (psnr(regularised_inverse(blurred, kernel, lam).clamp(0, 1), clean).item(), lam) for lam in LAMBDAS
         )
-        rows.append({"image": name, "blur_size": size, "input_psnr": psnr(blurred, clean).item(),
-                     "oracle_psnr": best_psnr, "lambda": best_lambda})
-        line = (f"{name}: blur size {size:.1f} px, input {rows[-1]['input_psnr']:.2f} dB, "
-                f"oracle deconvolution {best_psnr:.2f} dB")
+        rows.append(
+            {
+                "image": name,
+                "blur_size": size,
+                "input_psnr": psnr(blurred, clean).item(),
+                "oracle_psnr": best_psnr,
+                "lambda": best_lambda,
+            }
+        )
+        line = (
+            f"{name}: blur size {size:.1f} px, input {rows[-1]['input_psnr']:.2f} dB, "
+            f"oracle deconvolution {best_psnr:.2f} dB"
+        )
         if pipe is not None:
             # as eval_indi.py's 1-step row: restored with the crop's own seed and the model's eps
             restored, _ = restore(pipe, blurred, 1, 1.0, args.seed + index)
@@ -147,14 +155,20 @@ def main(argv=None) -> dict:
             line += f", model 1 step {rows[-1]['model_psnr']:.2f} dB"
         print(line, flush=True)
     result = {
-        "task": args.task, "crop": args.crop, "grid": args.grid, "seed": args.seed, "data_dir": str(args.data_dir),
+        "task": args.task,
+        "crop": args.crop,
+        "grid": args.grid,
+        "seed": args.seed,
+        "data_dir": str(args.data_dir),
         "images": rows,
         "input_psnr": float(np.mean([r["input_psnr"] for r in rows])),
         "oracle_psnr": float(np.mean([r["oracle_psnr"] for r in rows])),
     }
     result["gain_db"] = result["oracle_psnr"] - result["input_psnr"]
-    print(f"mean: input {result['input_psnr']:.2f} dB, oracle deconvolution {result['oracle_psnr']:.2f} dB "
-          f"({result['gain_db']:+.2f} dB)")
+    print(
+        f"mean: input {result['input_psnr']:.2f} dB, oracle deconvolution {result['oracle_psnr']:.2f} dB "
+        f"({result['gain_db']:+.2f} dB)"
+    )
     if pipe is not None:
         result["model"] = args.model
         result["model_psnr"] = float(np.mean([r["model_psnr"] for r in rows]))
@@ -162,8 +176,10 @@ def main(argv=None) -> dict:
         print(f"\n| blur size (px) | crops | input PSNR | oracle gain | {args.model} gain, 1 step |")
         print("|---|---:|---:|---:|---:|")
         for row in result["by_blur_size"]:
-            print(f"| {row['blur_size'][0]:.1f}-{row['blur_size'][1]:.1f} | {row['crops']} | {row['input_psnr']:.2f} | "
-                  f"{row['oracle_gain_db']:+.2f} | {row['model_gain_db']:+.2f} |")
+            print(
+                f"| {row['blur_size'][0]:.1f}-{row['blur_size'][1]:.1f} | {row['crops']} | {row['input_psnr']:.2f} | "
+                f"{row['oracle_gain_db']:+.2f} | {row['model_gain_db']:+.2f} |"
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return result

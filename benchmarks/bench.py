@@ -22,15 +22,15 @@ import contextlib
 import copy
 import json
 import os
-import platform
-import statistics
-import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from .acceleration import ALLOCATOR_ENV, reuse_freed_memory
+from benchmarks.models import count_parameters, load_network, null_network
+from benchmarks.timing import time_forward, time_ms
+from indi_pipeline.acceleration import ALLOCATOR_ENV, reuse_freed_memory
+from indi_pipeline.machine import cpu_model, load_average, machine_info, threads_text  # noqa: F401  (re-exported)
 
 DESCRIPTION = (
     "Time the InDI network (forward at several sizes, contiguous vs channels_last), the pipeline's overhead over "
@@ -62,10 +62,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "default (zoo) config",
     )
     parser.add_argument(
-        "--sizes", type=int, nargs="+", default=[256, 512, 1024], help="square input sizes in px (default: 256 512 1024)"
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[256, 512, 1024],
+        help="square input sizes in px (default: 256 512 1024)",
     )
     parser.add_argument("--steps", type=int, default=10, help="steps of the pipeline-overhead restore (default: 10)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement; the median is reported (default: 5)")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed runs per measurement; the median is reported (default: 5)"
+    )
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs before each measurement (default: 1)")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice, usually the cores)"
@@ -83,7 +89,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tiled", action="store_true", help="also time a large tiled restore (peak memory) and measure seam PSNR"
     )
-    parser.add_argument("--tiled-size", default="4000x3000", help="WIDTHxHEIGHT of the tiled restore (default: 4000x3000)")
+    parser.add_argument(
+        "--tiled-size", default="4000x3000", help="WIDTHxHEIGHT of the tiled restore (default: 4000x3000)"
+    )
     parser.add_argument("--seam-size", type=int, default=1024, help="image size of the seam check (default: 1024)")
     parser.add_argument("--tile-size", type=int, default=512, help="tile size for --tiled (default: 512)")
     parser.add_argument("--tile-overlap", type=int, default=64, help="tile overlap for --tiled (default: 64)")
@@ -100,189 +108,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "process reuse freed memory: acceleration.reuse_freed_memory)",
     )
     parser.add_argument("--json", default=None, metavar="OUT.json", help="also write the results to this JSON file")
-
-
-# ----------------------------------------------------------------------------------------------------- machine info
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (falls back to platform.processor())."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def threads_text(count: int) -> str:
-    """'1 thread', '2 threads': for the machine lines of benchmarks, evaluations and training records."""
-    return f"{count} thread" + ("" if count == 1 else "s")
-
-
-def load_average() -> list[float] | None:
-    """1, 5 and 15 minute load averages (other work on the machine slows the timings down)."""
-    return [round(value, 2) for value in os.getloadavg()] if hasattr(os, "getloadavg") else None
-
-
-def machine_info(device: str) -> dict:
-    import diffusers
-
-    info = {
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "device": device,
-    }
-    info["load_average_start"] = load_average()
-    if device == "cuda":
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
-
-
-# ------------------------------------------------------------------------------------------------------------ timing
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def time_ms(
-    fns: dict[str, Callable[[], object]], repeats: int, warmup: int, device: str = "cpu", grad_mode=torch.inference_mode
-) -> dict:
-    """Wall time of each ``fns[name]()`` in milliseconds: median, min and all runs, after ``warmup`` untimed calls.
-
-    The functions are timed interleaved (a, b, a, b, ...) rather than one after the other, so that a change of
-    load on the machine during the measurement hits all of them alike and their ratio stays meaningful.
-    ``grad_mode``: the autograd context (a compiled network is timed under the pipeline's ``torch.no_grad``, since
-    a change of mode would compile it again).
-    """
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    with grad_mode():
-        for fn in fns.values():
-            for _ in range(warmup):
-                fn()
-        _sync(device)
-        for _ in range(repeats):
-            for name, fn in fns.items():
-                start = time.perf_counter()
-                fn()
-                _sync(device)
-                times[name].append((time.perf_counter() - start) * 1000.0)
-    return {
-        name: {"median_ms": statistics.median(runs), "min_ms": min(runs), "runs_ms": [round(t, 3) for t in runs]}
-        for name, runs in times.items()
-    }
-
-
-def _timestep(device: str) -> torch.Tensor:
-    # A scalar, as the pipeline passes it (one t for the whole batch: the network's faster path).
-    return torch.full((), 500.0, device=device)
-
-
-def time_forward(net, size: int, repeats: int, warmup: int, device: str) -> dict:
-    """One forward at ``size`` x ``size``: ``{"contiguous": stats, "channels_last": stats}`` (model and input both)."""
-    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
-    x_cl = x.contiguous(memory_format=torch.channels_last)
-    net_cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
-    timestep = _timestep(device)
-    return time_ms(
-        {"contiguous": lambda: net(x, timestep), "channels_last": lambda: net_cl(x_cl, timestep)},
-        repeats,
-        warmup,
-        device,
-    )
-
-
-# ------------------------------------------------------------------------------------------------------------ models
-def _perturb(net: torch.nn.Module) -> torch.nn.Module:
-    """A fresh InDINet starts as the identity (zero layer scales / FiLM); give those weights small random values
-    so that every layer does real arithmetic, like a trained model (the timing does not depend on the values)."""
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, param in net.named_parameters():
-            if name.endswith(("scale1", "scale2")) or name.startswith("time_mlp.2"):
-                param.copy_(0.02 * torch.randn(param.shape, generator=generator))
-    return net
-
-
-def network_spec(model: str) -> dict | None:
-    """``"InDINet(width=48, unshuffle=4)"`` -> ``{"width": 48, "unshuffle": 4}`` (literal values only, never
-    evaluated as code); None when ``model`` is not such a spec (then it is a folder or a Hub id)."""
-    import ast
-
-    text = model.strip()
-    if not text.startswith("InDINet("):
-        return None
-    try:
-        call = ast.parse(text, mode="eval").body
-        if not isinstance(call, ast.Call) or call.args:
-            raise ValueError("give keyword arguments only")
-        return {keyword.arg: ast.literal_eval(keyword.value) for keyword in call.keywords}
-    except (SyntaxError, ValueError) as error:
-        raise SystemExit(f"indi: error: --model {model!r} is not InDINet(key=value, ...): {error}") from None
-
-
-def load_network(model: str | None):
-    """(network, scheduler, description): the default InDINet() or the network of a saved pipeline / network."""
-    from .network import InDINet
-    from .pipeline_indi import InDIPipeline
-    from .scheduling_indi import InDIScheduler
-
-    if model is None:
-        torch.manual_seed(0)
-        return _perturb(InDINet()), InDIScheduler(eps=0.02), "InDINet() default config (random weights)"
-    config = network_spec(model)
-    if config is not None:
-        torch.manual_seed(0)
-        try:
-            net = InDINet(**config)
-        except (TypeError, ValueError) as error:
-            raise SystemExit(f"indi: error: --model {model!r}: {error}") from None
-        return _perturb(net), InDIScheduler(eps=0.02), f"{model} (random weights)"
-    path = Path(model)
-    if path.is_dir() and not (path / "model_index.json").exists() and (path / "config.json").exists():
-        return InDINet.from_pretrained(path), InDIScheduler(eps=0.02), f"InDINet from {model}"
-    from diffusers.utils import logging as diffusers_logging
-
-    diffusers_logging.disable_progress_bar()
-    try:
-        pipe = InDIPipeline.from_pretrained(model)
-    except Exception as error:  # noqa: BLE001 - report any loader failure in one line
-        raise SystemExit(f"indi: error: cannot load the model {model!r}: {type(error).__name__}: {error}") from None
-    return pipe.unet, pipe.scheduler, f"{type(pipe.unet).__name__} from {model}"
-
-
-def _null_network(like: torch.nn.Module) -> torch.nn.Module:
-    """A network that returns its input at once, with the same input multiple as ``like``: the pipeline around it
-    takes only the pipeline's own time (image conversion, padding, scheduler steps, output)."""
-    from diffusers.configuration_utils import ConfigMixin, register_to_config
-    from diffusers.models.modeling_utils import ModelMixin
-    from diffusers.models.unets.unet_2d import UNet2DOutput
-
-    class NullNet(ModelMixin, ConfigMixin):
-        @register_to_config
-        def __init__(self, in_channels: int = 3, input_multiple: int = 1):
-            super().__init__()
-            self.anchor = torch.nn.Parameter(torch.zeros(1))  # gives the model a device and a dtype
-
-        @property
-        def input_multiple(self) -> int:
-            return self.config.input_multiple
-
-        def forward(self, sample, timestep, return_dict: bool = True):
-            return UNet2DOutput(sample=sample) if return_dict else (sample,)
-
-    reference = next(like.parameters())  # fp16 networks: the null one stays fp32, which only changes a cast
-    multiple = int(getattr(like, "input_multiple", 1))
-    return NullNet(input_multiple=multiple).to(device=reference.device)
-
-
-def count_parameters(net: torch.nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
 
 
 # -------------------------------------------------------------------------------------------------------------- run
@@ -317,7 +142,7 @@ def _threads(threads: int | None):
 
 
 def _run_bench(model, sizes, steps, repeats, warmup, compare_size, compare_unet, device, log) -> dict:
-    from .pipeline_indi import InDIPipeline
+    from indi_pipeline.pipeline_indi import InDIPipeline
 
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("indi: error: --device cuda was asked for, but torch sees no CUDA GPU")
@@ -397,7 +222,7 @@ def _run_bench(model, sizes, steps, repeats, warmup, compare_size, compare_unet,
 
     # The same restore around a network that costs nothing: the pipeline's own time, which (unlike the ratio of
     # two long runs) stays readable when other work on the machine makes the runs noisy.
-    null_pipe = InDIPipeline(unet=_null_network(net), scheduler=copy.deepcopy(scheduler))
+    null_pipe = InDIPipeline(unet=null_network(net), scheduler=copy.deepcopy(scheduler))
     null_pipe.set_progress_bar_config(disable=True)
 
     def restore_null():
@@ -491,7 +316,7 @@ def format_table(results: dict) -> str:
         "",
         "| pipeline overhead | time |",
         "|---|---:|",
-        f"| InDIPipeline, {over['steps']} steps, {over['size']}x{over['size']}, output_type=\"pt\", "
+        f'| InDIPipeline, {over["steps"]} steps, {over["size"]}x{over["size"]}, output_type="pt", '
         f"network {over['memory_format']} | "
         f"{_fmt_ms(over['pipeline_ms'])} ms |",
         f"| {over['steps']} raw network forwards, same input | {_fmt_ms(over['raw_forwards_ms'])} ms |",
@@ -501,7 +326,7 @@ def format_table(results: dict) -> str:
     ]
     compiled = results.get("compiled")
     if compiled:
-        from .bench_compile import format_rows
+        from benchmarks.bench_compile import format_rows
 
         on_target = compiled["size"] == 512 and compiled["steps"] == 10 and machine["device"] == "cpu"
         lines += format_rows(compiled, CPU_RESTORE_TARGET_MS if on_target else None)
@@ -548,7 +373,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         log=lambda message: print(message, flush=True),
     )
     if args.compile:
-        from .bench_compile import compile_comparison
+        from benchmarks.bench_compile import compile_comparison
 
         print(f"torch.compile at {args.compare_size}x{args.compare_size} ...", flush=True)
         net, scheduler, _ = load_network(args.model)
@@ -557,11 +382,13 @@ def run_from_args(args: argparse.Namespace) -> int:
                 net.eval(), scheduler, args.compare_size, args.steps, args.repeats, args.warmup, args.device
             )
     if args.tiled:
-        from .bench_tiling import large_restore, seam_psnr
+        from benchmarks.bench_tiling import large_restore, seam_psnr
 
         print("tiled restore and seam check ...", flush=True)
         results["tiled"] = {
-            "large": large_restore(args.model, tiled_height, tiled_width, args.steps, args.tile_size, args.tile_overlap),
+            "large": large_restore(
+                args.model, tiled_height, tiled_width, args.steps, args.tile_size, args.tile_overlap
+            ),
             "seams": seam_psnr(args.model, args.seam_size, args.steps, args.tile_size, args.tile_overlap),
         }
     print()
@@ -572,3 +399,14 @@ def run_from_args(args: argparse.Namespace) -> int:
         path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
         print(f"\nwrote {path}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.bench`` (and ``indi bench``, which runs it in the checkout)."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=DESCRIPTION)
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Load test of the Space: N concurrent gradio_client callers against the real `app.py` on localhost.
 
-Starts `app.py` in a subprocess on a free 127.0.0.1 port (tests/app_server.py, the same harness the app tests use),
+Starts `app.py` in a subprocess on a free 127.0.0.1 port (benchmarks/app_server.py, the same harness the app tests use),
 makes one warm-up call (loads the model), then lets `--callers` threads, each with its own `gradio_client.Client`,
 send a `--size`x`--size` photo to /restore at the same moment. Each call ends as
 
@@ -18,7 +18,7 @@ normal call checks that the server still answers. Prints a Markdown table and wr
 Bounded: the whole run has a deadline (--timeout) that every call's wait is cut to, the server start has its own
 (INDI_APP_START_TIMEOUT, 180 s), and the server is always terminated (killed after 15 s) at the end. Localhost only.
 
-    python scripts/load_test_space.py --callers 16 --size 512 --json docs/perf/load_test_cpu.json
+    python -m benchmarks.load_test_space --callers 16 --size 512 --json docs/perf/load_test_cpu.json
 
 Exit status 0 when every call was ok or queue_full and the server was alive afterwards, else 1.
 """
@@ -41,11 +41,10 @@ from gradio_client import Client, handle_file
 from gradio_client.utils import QueueError
 from PIL import Image, ImageOps
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))  # the app test harness: starts app.py on a free port and stops it
-from app_server import running_app_process  # noqa: E402
+from benchmarks.app_server import running_app_process
+from indi_pipeline.machine import cpu_model, load_average
 
-from indi_pipeline.bench import cpu_model, load_average  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 PHOTO = REPO / "examples" / "cups.png"
 OK, QUEUE_FULL, ERROR = "ok", "queue_full", "error"
@@ -211,8 +210,10 @@ def run_load_test(
             try:
                 defaults = endpoint_defaults(probe)
                 params = {"task": task or defaults["task"], "steps": steps or defaults["steps"]}
-                log(f"warm-up call (loads the {params['task']} model), then {callers} callers: {size}x{size} px, "
-                    f"{params['steps']} steps")
+                log(
+                    f"warm-up call (loads the {params['task']} model), then {callers} callers: {size}x{size} px, "
+                    f"{params['steps']} steps"
+                )
                 warm_began = time.monotonic()
                 restore_once(probe, photo, params, deadline - time.monotonic())
                 warmup_s = time.monotonic() - warm_began
@@ -281,16 +282,22 @@ def format_table(result: dict) -> str:
         return "-" if value is None else f"{value:.2f} s"
 
     rows = [
-        ("callers", f"{result['callers']} × {result['size']}×{result['size']} px, {result['task']}, "
-                    f"{result['steps']} steps"),
+        (
+            "callers",
+            f"{result['callers']} × {result['size']}×{result['size']} px, {result['task']}, {result['steps']} steps",
+        ),
         ("queue size", "app default" if result["queue_size"] is None else str(result["queue_size"])),
         ("ok / queue full / errors", f"{result['ok']} / {result['queue_full']} / {result['errors']}"),
-        ("latency p50 / p95 / max (ok calls)",
-         f"{seconds(latency['p50'])} / {seconds(latency['p95'])} / {seconds(latency['max'])}"),
+        (
+            "latency p50 / p95 / max (ok calls)",
+            f"{seconds(latency['p50'])} / {seconds(latency['p95'])} / {seconds(latency['max'])}",
+        ),
         ("slowest queue-full answer", seconds(result["queue_full_max_s"])),
         ("server RSS idle → peak (sampled, with children)", f"{result['idle_rss_mb']} → {result['peak_rss_mb']} MB"),
-        ("server peak RSS (kernel VmHWM)",
-         "-" if result["server_vmhwm_mb"] is None else f"{result['server_vmhwm_mb']} MB"),
+        (
+            "server peak RSS (kernel VmHWM)",
+            "-" if result["server_vmhwm_mb"] is None else f"{result['server_vmhwm_mb']} MB",
+        ),
         ("server alive afterwards", "yes" if result["server_alive"] else f"NO ({result['server_alive_error']})"),
         ("machine", f"{result['cpu']}, {result['cpu_count']} cores, load {result['load_average_end']}"),
     ]
@@ -305,16 +312,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=512, help="side of the square photo each sends (default: 512)")
     parser.add_argument("--steps", type=int, default=None, help="InDI steps (default: the app's for the task)")
     parser.add_argument("--task", default=None, help="task id (default: the app's default task)")
-    parser.add_argument("--queue-size", type=int, default=None,
-                        help="the app's queue size via INDI_APP_QUEUE_SIZE (default: the app's, 16)")
+    parser.add_argument(
+        "--queue-size",
+        type=int,
+        default=None,
+        help="the app's queue size via INDI_APP_QUEUE_SIZE (default: the app's, 16)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="the server's torch threads (default: all cores)")
     parser.add_argument("--timeout", type=float, default=900.0, help="deadline of the whole run in s (default: 900)")
     parser.add_argument("--interval", type=float, default=0.2, help="memory sampling period in s (default: 0.2)")
     parser.add_argument("--json", default=None, metavar="OUT.json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
 
-    result = run_load_test(args.callers, args.size, args.steps, args.task, args.queue_size, args.threads,
-                           args.timeout, args.interval)
+    result = run_load_test(
+        args.callers, args.size, args.steps, args.task, args.queue_size, args.threads, args.timeout, args.interval
+    )
     print(format_table(result))
     if args.json:
         out = Path(args.json)

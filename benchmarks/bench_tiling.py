@@ -8,16 +8,19 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-from .tiling import DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE
+from indi_pipeline.tiling import DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE
+
+CHECKOUT = Path(__file__).resolve().parent.parent
 
 
 def _load(model: str | None):
-    from .acceleration import optimize_for_inference
-    from .bench import load_network
-    from .pipeline_indi import InDIPipeline
+    from benchmarks.models import load_network
+    from indi_pipeline.acceleration import optimize_for_inference
+    from indi_pipeline.pipeline_indi import InDIPipeline
 
     net, scheduler, _ = load_network(model)
     pipe = InDIPipeline(unet=net.eval(), scheduler=scheduler)
@@ -33,24 +36,49 @@ def _image(height: int, width: int) -> torch.Tensor:
 
 def seam_psnr(model: str | None, size: int, steps: int, tile_size: int, tile_overlap: int) -> dict:
     """PSNR between tiled and untiled restores of one size x size image (same seed): how visible seams are."""
-    from .metrics import psnr
+    from indi_pipeline.metrics import psnr
 
     pipe, image = _load(model), _image(size, size)
 
     def run(tiles: int) -> torch.Tensor:
-        return pipe(image, num_inference_steps=steps, generator=torch.Generator().manual_seed(0), output_type="pt",
-                    tile_size=tiles, tile_overlap=tile_overlap).images
+        return pipe(
+            image,
+            num_inference_steps=steps,
+            generator=torch.Generator().manual_seed(0),
+            output_type="pt",
+            tile_size=tiles,
+            tile_overlap=tile_overlap,
+        ).images
 
-    return {"size": size, "steps": steps, "tile_size": tile_size, "tile_overlap": tile_overlap,
-            "psnr_db": round(psnr(run(tile_size), run(0)).item(), 2)}
+    return {
+        "size": size,
+        "steps": steps,
+        "tile_size": tile_size,
+        "tile_overlap": tile_overlap,
+        "psnr_db": round(psnr(run(tile_size), run(0)).item(), 2),
+    }
 
 
 def large_restore(model: str | None, height: int, width: int, steps: int, tile_size: int, tile_overlap: int) -> dict:
     """Time and peak memory of a tiled restore of a height x width image, measured in a fresh child process."""
-    command = [sys.executable, "-m", "indi_pipeline.bench_tiling", json.dumps(
-        {"model": model, "height": height, "width": width, "steps": steps, "tile_size": tile_size,
-         "tile_overlap": tile_overlap, "threads": torch.get_num_threads()})]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.bench_tiling",
+        json.dumps(
+            {
+                "model": model,
+                "height": height,
+                "width": width,
+                "steps": steps,
+                "tile_size": tile_size,
+                "tile_overlap": tile_overlap,
+                "threads": torch.get_num_threads(),
+            }
+        ),
+    ]
+    # From the checkout's root, where `benchmarks` is importable.
+    result = subprocess.run(command, capture_output=True, text=True, check=False, cwd=CHECKOUT)
     if result.returncode != 0:
         raise RuntimeError(f"the tiled restore failed:\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -61,14 +89,30 @@ def _child(settings: dict) -> None:
     pipe = _load(settings["model"])
     image = _image(settings["height"], settings["width"])
     start = time.perf_counter()
-    out = pipe(image, num_inference_steps=settings["steps"], generator=torch.Generator().manual_seed(0),
-               output_type="pt", tile_size=settings["tile_size"], tile_overlap=settings["tile_overlap"]).images
+    out = pipe(
+        image,
+        num_inference_steps=settings["steps"],
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
+        tile_size=settings["tile_size"],
+        tile_overlap=settings["tile_overlap"],
+    ).images
     seconds = time.perf_counter() - start
     assert out.shape[-2:] == image.shape[-2:]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
-    print(json.dumps({"height": settings["height"], "width": settings["width"], "steps": settings["steps"],
-                      "tile_size": settings["tile_size"], "tile_overlap": settings["tile_overlap"],
-                      "seconds": round(seconds, 2), "peak_rss_mb": round(peak_mb)}))
+    print(
+        json.dumps(
+            {
+                "height": settings["height"],
+                "width": settings["width"],
+                "steps": settings["steps"],
+                "tile_size": settings["tile_size"],
+                "tile_overlap": settings["tile_overlap"],
+                "seconds": round(seconds, 2),
+                "peak_rss_mb": round(peak_mb),
+            }
+        )
+    )
 
 
 DEFAULTS = {"tile_size": DEFAULT_TILE_SIZE, "tile_overlap": DEFAULT_TILE_OVERLAP}

@@ -2,7 +2,7 @@
 """GPU inference figures for README's Performance section: 10-step restore of a 1024x1024 image, eager fp32 vs
 bf16 + channels_last (and torch.compile when asked), in ms and megapixels/s, plus the output difference in PSNR.
 
-    python train/gpu_bench.py --model model_cards/indi-denoise --json gpu_inference.json [--compile]
+    python -m benchmarks.gpu_bench --model model_cards/indi-denoise --json gpu_inference.json [--compile]
 """
 
 from __future__ import annotations
@@ -10,23 +10,21 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from indi_pipeline import InDIPipeline  # noqa: E402
-from indi_pipeline.acceleration import compile_network  # noqa: E402
-from indi_pipeline.metrics import psnr  # noqa: E402
+from indi_pipeline import InDIPipeline
+from indi_pipeline.acceleration import compile_network
+from indi_pipeline.metrics import psnr
 
 
 def timed(pipe, image, steps, repeats, device):
     def run():
-        return pipe(image, num_inference_steps=steps, generator=torch.Generator().manual_seed(0), output_type="pt",
-                    tile_size=0).images
+        return pipe(
+            image, num_inference_steps=steps, generator=torch.Generator().manual_seed(0), output_type="pt", tile_size=0
+        ).images
 
     run()  # warm-up (cuDNN autotuning, allocations)
     times = []
@@ -75,8 +73,14 @@ def main(argv=None):
     report("eager fp32", {"ms": seconds * 1000, "megapixels_per_s": megapixels / seconds})
     pipe.unet.to(dtype=torch.bfloat16, memory_format=torch.channels_last)
     seconds, out = timed(pipe, image, args.steps, args.repeats, device)
-    report("bf16 + channels_last", {"ms": seconds * 1000, "megapixels_per_s": megapixels / seconds,
-                                    "psnr_vs_fp32_db": psnr(out.float(), reference.float()).item()})
+    report(
+        "bf16 + channels_last",
+        {
+            "ms": seconds * 1000,
+            "megapixels_per_s": megapixels / seconds,
+            "psnr_vs_fp32_db": psnr(out.float(), reference.float()).item(),
+        },
+    )
     if args.compile:
         # The library's compile path (acceleration.compile_network), then CUDA graphs on top ("reduce-overhead"):
         # the step loop runs one fixed shape, so a captured graph replays it without per-kernel launch cost.
@@ -87,9 +91,15 @@ def main(argv=None):
             timed(pipe, image, args.steps, 1, device)  # compiles (and captures) during its warm-up call
             compile_s = time.perf_counter() - start
             seconds, out = timed(pipe, image, args.steps, args.repeats, device)
-            report(f"bf16 + channels_last + {label}", {
-                "ms": seconds * 1000, "megapixels_per_s": megapixels / seconds, "compile_s": compile_s,
-                "psnr_vs_fp32_db": psnr(out.float(), reference.float()).item()})
+            report(
+                f"bf16 + channels_last + {label}",
+                {
+                    "ms": seconds * 1000,
+                    "megapixels_per_s": megapixels / seconds,
+                    "compile_s": compile_s,
+                    "psnr_vs_fp32_db": psnr(out.float(), reference.float()).item(),
+                },
+            )
 
 
 if __name__ == "__main__":

@@ -4,13 +4,13 @@
 For every model repo and every ``eval_<setting>.json`` in it: re-runs the command recorded in that file (its
 ``train/eval_indi.py`` arguments, written to a temporary folder instead of the repo), compares every table row
 (PSNR, SSIM, LPIPS, sharpness; not the seconds, which depend on the machine's load), the recommended step count
-and the sample variation; likewise re-runs a ``floor_check.json`` (``train/floor_check.py``) and compares the gain
+and the sample variation; likewise re-runs a ``floor_check.json`` (``research/floor_check.py``) and compares the gain
 of every seed set; then regenerates the model card from the committed evaluation files and checks that it
 is the committed README.md. Prints a table, optionally writes JSON, and exits 1 on any difference.
 
-    python train/verify_zoo.py                                  # every repo under model_cards/
-    python train/verify_zoo.py model_cards/indi-jpeg --json verify.json
-    python train/verify_zoo.py --jobs 2 --json docs/zoo/verify_zoo.json  # two evaluations at a time
+    python -m zoo.verify_zoo                                  # every repo under model_cards/
+    python -m zoo.verify_zoo model_cards/indi-jpeg --json verify.json
+    python -m zoo.verify_zoo --jobs 2 --json docs/zoo/verify_zoo.json  # two evaluations at a time
 """
 
 from __future__ import annotations
@@ -24,28 +24,27 @@ import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import eval_indi  # noqa: E402
-import floor_check  # noqa: E402
-import make_model_card  # noqa: E402
+from research import floor_check
+from train import eval_indi, make_model_card
 
 # The re-run must agree to these (absolute) differences; the evaluation is seeded, so on one machine it agrees to
 # float rounding. Other CPUs (another oneDNN kernel) may differ in the last digits the cards print.
 TOLERANCES = {"psnr": 0.01, "ssim": 1e-4, "lpips": 1e-4, "sharpness": 1e-3}
 VARIATION_TOLERANCE = 0.01  # /255
-EVAL_SCRIPT = "train/eval_indi.py"
-FLOOR_CHECK_SCRIPT = "train/floor_check.py"
+# How a recorded command names its script: as a file (records made before the folders moved) or as a module.
+EVAL_SCRIPT = ("train/eval_indi.py", "train.eval_indi")
+FLOOR_CHECK_SCRIPT = ("train/floor_check.py", "research.floor_check")
 
 
 def recorded_arguments(
-    record: dict, output: Path, script: str = EVAL_SCRIPT, output_flag: str = "--output_dir"
+    record: dict, output: Path, script: tuple[str, ...] = EVAL_SCRIPT, output_flag: str = "--output_dir"
 ) -> list[str]:
     """The ``script`` arguments of a recorded command, writing to ``output`` instead of where the record went."""
     words = shlex.split(record["command"])
-    if script not in words:
-        raise ValueError(f"not a {script} command: {record['command']!r}")
-    argv = words[words.index(script) + 1 :]
+    named = [i for i, word in enumerate(words) if word in script]
+    if not named:
+        raise ValueError(f"not a {script[0]} command: {record['command']!r}")
+    argv = words[named[0] + 1 :]
     if output_flag in argv:
         del argv[argv.index(output_flag) : argv.index(output_flag) + 2]
     return [*argv, output_flag, str(output)]
@@ -68,8 +67,9 @@ def compare(recorded: dict, rerun: dict) -> dict:
             difference = abs(recorded_rows[key][metric] - rerun_rows[key][metric])
             largest[metric] = max(largest[metric], difference)
             if difference > tolerance:
-                problems.append(f"{key} {metric}: card {recorded_rows[key][metric]:.4f}, re-run "
-                                f"{rerun_rows[key][metric]:.4f}")
+                problems.append(
+                    f"{key} {metric}: card {recorded_rows[key][metric]:.4f}, re-run {rerun_rows[key][metric]:.4f}"
+                )
     if recorded["recommended_steps"] != rerun["recommended_steps"]:
         problems.append(f"recommended steps: card {recorded['recommended_steps']}, re-run {rerun['recommended_steps']}")
     card_std, rerun_std = recorded["variation"]["mean_pixel_std_255"], rerun["variation"]["mean_pixel_std_255"]
@@ -92,11 +92,17 @@ def compare_floor_checks(recorded: dict, rerun: dict) -> dict:
     the trade-off steps), and what does not match (the LPIPS reduction too)."""
     problems, largest = [], 0.0
     if [s["seed"] for s in recorded["sets"]] != [s["seed"] for s in rerun["sets"]]:
-        problems.append(f"seed sets differ: card {[s['seed'] for s in recorded['sets']]}, "
-                        f"re-run {[s['seed'] for s in rerun['sets']]}")
+        problems.append(
+            f"seed sets differ: card {[s['seed'] for s in recorded['sets']]}, "
+            f"re-run {[s['seed'] for s in rerun['sets']]}"
+        )
     # dB figures to the PSNR tolerance; the LPIPS reduction (a fraction) to 0.1 %
-    tolerances = {"gain_db": TOLERANCES["psnr"], "gain_db_eps0": TOLERANCES["psnr"], "psnr_drop_db": TOLERANCES["psnr"],
-                  "lpips_reduction": 1e-3}
+    tolerances = {
+        "gain_db": TOLERANCES["psnr"],
+        "gain_db_eps0": TOLERANCES["psnr"],
+        "psnr_drop_db": TOLERANCES["psnr"],
+        "lpips_reduction": 1e-3,
+    }
     if recorded.get("tradeoff_steps") != rerun.get("tradeoff_steps"):
         problems.append(f"trade-off steps: card {recorded.get('tradeoff_steps')}, re-run {rerun.get('tradeoff_steps')}")
     for card_set, rerun_set in zip(recorded["sets"], rerun["sets"]):
@@ -105,7 +111,9 @@ def compare_floor_checks(recorded: dict, rerun: dict) -> dict:
             if key != "lpips_reduction":
                 largest = max(largest, difference)
             if difference > tolerances[key]:
-                problems.append(f"seed {card_set['seed']} {key}: card {card_set[key]:+.4f}, re-run {rerun_set[key]:+.4f}")
+                problems.append(
+                    f"seed {card_set['seed']} {key}: card {card_set[key]:+.4f}, re-run {rerun_set[key]:+.4f}"
+                )
     return {"largest_difference": {"psnr": largest}, "problems": problems}
 
 
@@ -116,8 +124,11 @@ def verify_record(path: Path) -> dict:
         if path.name == make_model_card.FLOOR_CHECK_FILE:
             argv = recorded_arguments(recorded, Path(tmp) / path.name, FLOOR_CHECK_SCRIPT, "--json")
             rerun = floor_check.main(argv)
-            return {"repo": path.parent.name, "setting": f"{recorded['setting']}, floor check",
-                    **compare_floor_checks(recorded, rerun)}
+            return {
+                "repo": path.parent.name,
+                "setting": f"{recorded['setting']}, floor check",
+                **compare_floor_checks(recorded, rerun),
+            }
         rerun = eval_indi.main(recorded_arguments(recorded, Path(tmp)))
     return {"repo": path.parent.name, "setting": recorded["setting"], **compare(recorded, rerun)}
 
@@ -125,8 +136,10 @@ def verify_record(path: Path) -> dict:
 def verify_repos(folders: list[Path], jobs: int = 1) -> list[dict]:
     """Every recorded evaluation and floor check of every folder (``jobs`` at a time, each with the threads its command
     records: the zoo's record --threads 1), then each card."""
-    evaluations = {folder: sorted(folder.glob("eval_*.json")) + sorted(folder.glob(make_model_card.FLOOR_CHECK_FILE))
-                   for folder in folders}
+    evaluations = {
+        folder: sorted(folder.glob("eval_*.json")) + sorted(folder.glob(make_model_card.FLOOR_CHECK_FILE))
+        for folder in folders
+    }
     paths = [path for folder in folders for path in evaluations[folder]]
     if jobs > 1:
         # spawn, not fork: a forked child inherits torch's thread pools in whatever state the parent left them
@@ -157,7 +170,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Re-run the bundled models' evaluations and check their cards.")
     parser.add_argument("folders", nargs="*", help="Model repo folders (default: every model_cards/indi-*).")
     parser.add_argument("--json", default=None, help="Also write the results here.")
-    parser.add_argument("--jobs", type=int, default=1, help="Evaluations re-run at once (the zoo's run on one thread each).")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="Evaluations re-run at once (the zoo's run on one thread each)."
+    )
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
