@@ -11,6 +11,9 @@ Environment:
     INDI_MODEL_DIR        where the bundled repos live (default `model_cards/`)
     INDI_APP_MAX_PIXELS   largest image restored, counted at the output size (default 2.1 MP)
     INDI_APP_THREADS      torch CPU threads (default: torch's choice)
+    INDI_DTYPE            arithmetic of the network: auto (default: bf16 where the CPU or GPU computes it natively),
+                          fp32 or bf16. The Space runs on CUDA when torch sees a GPU, and on ZeroGPU when the
+                          `spaces` package is installed.
     GRADIO_SERVER_PORT / GRADIO_SERVER_NAME   where `python app.py` serves (Gradio's own variables)
 
 API (gradio_client):
@@ -38,7 +41,7 @@ import PIL.Image
 import torch
 
 from indi_pipeline import InDIPipeline, metrics
-from indi_pipeline.acceleration import optimize_for_inference
+from indi_pipeline.acceleration import dtype_name, optimize_for_inference
 from indi_pipeline.degradations import degrade_pil, pil_to_tensor
 from indi_pipeline.image_io import ImageFileError, ImageTooLargeError, open_image_file, size_problem, tensor_to_output
 from indi_pipeline.tasks import MODEL_DIR_ENV, TASKS, Task
@@ -80,6 +83,21 @@ STEPS_INFO = (
 if os.environ.get("INDI_APP_THREADS"):
     torch.set_num_threads(int(os.environ["INDI_APP_THREADS"]))
 
+try:  # ZeroGPU Spaces: the `spaces` package lends a GPU to each call of a decorated handler
+    import spaces
+except ImportError:  # a CPU Space, or a machine without it: handlers run as they are
+    spaces = None
+
+
+def gpu_handler(handler):
+    """``spaces.GPU(handler)`` where the `spaces` package is installed (ZeroGPU), else ``handler`` unchanged."""
+    return spaces.GPU(handler) if spaces is not None else handler
+
+
+def inference_device() -> str:
+    """ "cuda" where torch sees a GPU (a GPU Space, or ZeroGPU, whose package makes it visible), else "cpu"."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # Models: loaded once per task, shared by every request
@@ -119,7 +137,11 @@ def get_pipeline(task: Task) -> InDIPipeline:
             at = f"{where}@{revision}" if revision else where
             raise gr.Error(f"Could not load the model for task '{task.task_id}' from {at}: {error}") from error
         pipe.set_progress_bar_config(disable=True)  # gr.Progress shows the steps instead
-        optimize_for_inference(pipe)  # channels_last on the CPU; no compile: its first call would block the Space
+        try:  # channels_last on the CPU, bf16 where the hardware has it ($INDI_DTYPE); no compile: its first call
+            # would block the Space
+            optimize_for_inference(pipe.to(inference_device()))
+        except ValueError as error:  # a bad $INDI_DTYPE
+            raise gr.Error(str(error)) from error
         _PIPELINES[task.task_id] = pipe
         return pipe
 
@@ -366,11 +388,16 @@ def restore(
 
     report = (
         f"**{spec.title}**: {restored.width}×{restored.height} px, {steps} step{'s' if steps > 1 else ''}, "
-        f"eps {eps:g}, seed {int(seed)}{strength_note}; restored in {seconds:.1f} s."
+        f"eps {eps:g}, seed {int(seed)}{strength_note}; restored in {seconds:.1f} s on {_compute_text(pipe)}."
     )
     if clean is not None:
         report += "\n\n" + _metrics_table(clean, before, restored, spec, steps)
     return (before_path, restored_path), report, gallery
+
+
+def _compute_text(pipe: InDIPipeline) -> str:
+    """Where and in which arithmetic the network ran: 'cpu, bf16', 'cuda, fp32'."""
+    return f"{pipe.device.type}, {dtype_name(pipe.autocast_dtype)}"
 
 
 def run_example(image: str, task: str, degrade_first: bool):
@@ -578,7 +605,7 @@ def build_demo() -> gr.Blocks:
             examples=[[str(EXAMPLES_DIR / name), task_id, True] for name, task_id in available_examples()],
             inputs=[image, task, degrade_first],
             outputs=[slider, report, trajectory],
-            fn=run_example,
+            fn=gpu_handler(run_example),
             cache_examples=True,
             cache_mode="lazy",
             visible_columns=[0],
@@ -609,7 +636,7 @@ def build_demo() -> gr.Blocks:
         params = [image, task, steps, seed, eps, noise_level, degrade_first]
         task.change(on_task_change, task, [task, image, eps, noise_level], queue=False, api_visibility="private")
         run.click(
-            restore,
+            gpu_handler(restore),
             params,
             [slider, report, trajectory],
             api_name="restore",
@@ -618,7 +645,7 @@ def build_demo() -> gr.Blocks:
             preprocess=False,  # the handler opens the upload itself (see _upload_path)
         )
         sample_button.click(
-            sample_uncertainty,
+            gpu_handler(sample_uncertainty),
             params + [samples],
             [mean_image, heatmap, uncertainty_report],
             api_name="uncertainty",

@@ -1,6 +1,6 @@
 """Making a loaded pipeline fast on its device: memory format and memory reuse on the CPU, optional ``torch.compile``.
 
-Measured by ``indi bench --compile`` (README, Performance): on 2 CPU cores oneDNN's convolutions are faster in
+Measured by ``indi bench --compile`` (docs/performance.md): on 2 CPU cores oneDNN's convolutions are faster in
 channels_last, and inductor with weight freezing fuses the per-pixel layer norms, FiLM, gates and residual adds that
 eager mode runs as separate passes over memory. Compiling costs tens of seconds the first time (the C++ kernels are
 then cached on disk), so it pays for many same-size forwards: batches of photos, tiles of a large photo, benchmarks.
@@ -14,6 +14,12 @@ import platform
 from pathlib import Path
 
 import torch
+
+from .machine import cpu_has_native_bf16
+
+# The dtype of the network's forwards: "auto" (bf16 where the hardware computes it natively), "fp32" or "bf16".
+DTYPE_CHOICES = ("auto", "fp32", "bf16")
+DTYPE_ENV = "INDI_DTYPE"
 
 # Where inductor keeps compiled kernels between processes. Its default (/tmp/torchinductor_<user>) is lost on reboot.
 COMPILE_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
@@ -70,7 +76,7 @@ def reuse_freed_memory() -> str:
 
     With glibc's defaults every feature map above 128 KiB-32 MiB (the threshold adapts) is mapped fresh and unmapped
     when freed, so each forward page-faults (and the kernel zeroes) its memory again: about 30,000 page faults and a
-    fifth of the time of a 512x512 forward on 2 CPU cores, and about 10 % of CPU training (README, Performance).
+    fifth of the time of a 512x512 forward on 2 CPU cores, and about 10 % of CPU training (docs/performance.md).
     Fixing the mmap threshold at its maximum (32 MiB) and the trim threshold at 1 GiB removes most of them, for a few
     % more resident memory. It is process-wide, so it is done once, and not at all where the user chose the allocator
     (``MALLOC_*_`` variables, a preloaded jemalloc/tcmalloc, ``INDI_CPU_ALLOCATOR=default``) or where the C library
@@ -99,9 +105,39 @@ def _tune_glibc_malloc() -> str:
     return f"glibc malloc: mmap threshold {MMAP_THRESHOLD_BYTES >> 20} MiB, trim threshold {TRIM_THRESHOLD_BYTES >> 20} MiB"
 
 
-def optimize_for_inference(pipe, compile: bool = False):
-    """Puts ``pipe``'s network in the fastest memory format for its device, lets the process reuse freed memory on the
-    CPU (`reuse_freed_memory`), and optionally compiles the network."""
+def resolve_dtype(choice: str | None, device: str | torch.device) -> torch.dtype | None:
+    """The autocast dtype of the network's forwards for ``choice`` ("auto", "fp32", "bf16"; None: $INDI_DTYPE, else
+    "auto") on ``device``: torch.bfloat16, or None for float32.
+
+    "auto" picks bf16 where the hardware computes it natively: a CPU with AVX-512 BF16 or AMX
+    (machine.cpu_has_native_bf16, read from /proc/cpuinfo), or a CUDA GPU that supports bf16 (Ampere and newer);
+    elsewhere fp32, since emulated bf16 is slower than fp32. The walk's own arithmetic stays float32 either way.
+    """
+    source = "dtype" if choice is not None else f"${DTYPE_ENV}"
+    text = choice if choice is not None else os.environ.get(DTYPE_ENV, "auto")
+    choice = text.strip().lower()
+    if choice not in DTYPE_CHOICES:
+        raise ValueError(f"{source} must be one of {', '.join(DTYPE_CHOICES)}, got {text!r}")
+    if choice != "auto":
+        return torch.bfloat16 if choice == "bf16" else None
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if device.type == "cpu":
+        return torch.bfloat16 if cpu_has_native_bf16() else None
+    return None
+
+
+def dtype_name(dtype: torch.dtype | None) -> str:
+    """'bf16' or 'fp32': how reports and benchmarks name a resolved autocast dtype."""
+    return "bf16" if dtype == torch.bfloat16 else "fp32"
+
+
+def optimize_for_inference(pipe, compile: bool = False, dtype: str | None = None):
+    """Puts ``pipe``'s network in the fastest memory format for its device, chooses the dtype of its forwards
+    (`resolve_dtype`: bf16 autocast where the hardware has it), lets the process reuse freed memory on the CPU
+    (`reuse_freed_memory`), and optionally compiles the network."""
+    pipe.autocast_dtype = resolve_dtype(dtype, pipe.device)
     if pipe.device.type == "cpu":
         reuse_freed_memory()
         # oneDNN's convolutions are 1.4-1.55x faster in channels_last on 2 CPU cores (`indi bench`); same results

@@ -127,12 +127,15 @@ def _process_share(device: str) -> tuple[int, int, str]:
 
 
 # ------------------------------------------------------------------------------------------------- model loading
-def load_pipeline(model: str | None, task_id: str, device: str = "cpu", compile: bool = False):
+def load_pipeline(
+    model: str | None, task_id: str, device: str = "cpu", compile: bool = False, dtype: str | None = None
+):
     """The pipeline for ``task_id``: from ``model`` (folder or Hub id) if given, else the bundled repo
     ``get_task(task_id).local_path`` if it exists, else the Hub repo ``get_task(task_id).hub_repo_id``.
 
     Raises ``SystemExit`` with one clear message naming every place that was tried. ``compile``: see
-    ``acceleration.compile_network``.
+    ``acceleration.compile_network``; ``dtype``: ``acceleration.resolve_dtype`` ("auto", "fp32", "bf16"; None reads
+    $INDI_DTYPE).
     """
     from diffusers.utils import logging as diffusers_logging
 
@@ -185,12 +188,17 @@ def load_pipeline(model: str | None, task_id: str, device: str = "cpu", compile:
     if trained_for and trained_for != task_id:
         print(f"indi: warning: this model was trained for task {trained_for!r}, not {task_id!r}", file=sys.stderr)
     pipe.set_progress_bar_config(disable=True)
-    return optimize_for_inference(pipe.to(device), compile=compile)
+    try:
+        return optimize_for_inference(pipe.to(device), compile=compile, dtype=dtype)
+    except ValueError as error:  # a bad $INDI_DTYPE
+        raise SystemExit(f"indi: error: {error}") from None
 
 
 # -------------------------------------------------------------------------------------------------------- restore
 def cmd_restore(args: argparse.Namespace) -> int:
     import torch
+
+    from .acceleration import dtype_name
 
     task_id = args.task
     task = get_task(task_id)
@@ -222,10 +230,11 @@ def cmd_restore(args: argparse.Namespace) -> int:
     # Under `accelerate launch`, each process restores every world_size-th file; every output depends only on its
     # own file and the seed, so the union is what one process would have written.
     files, problems = files[rank::world_size], problems if rank == 0 else []
-    pipe = load_pipeline(args.model, task_id, device, compile=args.compile)
+    pipe = load_pipeline(args.model, task_id, device, compile=args.compile, dtype=args.dtype)
     print(
         f"restoring {len(files)} image(s): task {task_id}, {args.steps} steps, strength {strength:.3g}, "
-        f"seed {args.seed}, device {device}" + (f", process {rank + 1}/{world_size}" if world_size > 1 else ""),
+        f"seed {args.seed}, device {device}, {dtype_name(pipe.autocast_dtype)}"
+        + (f", process {rank + 1}/{world_size}" if world_size > 1 else ""),
         flush=True,
     )
 
@@ -429,6 +438,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="torch.compile the network first: tens of seconds once (cached on disk), then faster steps; pays off "
         "for many images of one size or large tiled photos (see `indi bench --compile`)",
+    )
+    restore.add_argument(
+        "--dtype",
+        default=None,
+        choices=["auto", "fp32", "bf16"],
+        help="arithmetic of the network's forwards: auto = bf16 where the CPU (AVX-512 BF16, AMX) or GPU computes it "
+        "natively, else fp32; the walk stays fp32 (default: $INDI_DTYPE, else auto)",
     )
     _add_max_megapixels(restore, "at the restored size (16x the input's pixels for sr4)")
     restore.set_defaults(func=cmd_restore)

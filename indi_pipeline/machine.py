@@ -50,3 +50,26 @@ def machine_info(device: str) -> dict:
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
     return info
+
+
+# CPU flags (Linux /proc/cpuinfo) of native bf16 arithmetic: AVX-512 BF16 (AMD Zen 4+, Intel Cooper Lake+) and AMX
+# (Intel Sapphire Rapids+). Without them oneDNN still runs bf16 convolutions on plain AVX-512, by conversion, and
+# slower than fp32, so "auto" chooses bf16 only where one of these is present.
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none: macOS, Windows)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (`NATIVE_BF16_FLAGS`)."""
+    return bool(cpu_flags() & set(NATIVE_BF16_FLAGS))

@@ -77,6 +77,9 @@ class InDIPipeline(SafePipelineLoading, DiffusionPipeline):
             raise ValueError(f"upscale_factor must be a positive integer, got {upscale_factor!r}")
         self.register_modules(unet=unet, scheduler=scheduler)
         self.register_to_config(upscale_factor=int(upscale_factor), task=task)
+        # The network's forwards run under torch.autocast in this dtype (None: in the weights' own dtype); the walk
+        # itself stays float32. acceleration.optimize_for_inference chooses it for the device.
+        self.autocast_dtype: torch.dtype | None = None
 
     @property
     def input_multiple(self) -> int:
@@ -168,6 +171,12 @@ class InDIPipeline(SafePipelineLoading, DiffusionPipeline):
         height, width = self._padded_size(batch)
         tiles = batch.rgb.shape[0] * count_tiles(height, width, tile_size, overlap, self.input_multiple)
         return -(-tiles // tile_batch_size)
+
+    def _predict_clean(self, model_input: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        """The network's prediction of the clean image, under autocast when `autocast_dtype` is set."""
+        dtype = self.autocast_dtype
+        with torch.autocast(model_input.device.type, dtype=dtype, enabled=dtype is not None):
+            return self.unet(model_input, timestep).sample
 
     @staticmethod
     def _generators_for(generator, start: int, count: int):
@@ -270,11 +279,11 @@ class InDIPipeline(SafePipelineLoading, DiffusionPipeline):
                     # A scalar: the same t for the whole batch, which the network applies in fewer passes.
                     timestep = t.to(device=device, dtype=torch.float32)
                     if batch_tile_size is None:
-                        model_output = self.unet(model_input, timestep).sample
+                        model_output = self._predict_clean(model_input, timestep)
                         progress_bar.update()
                     else:
                         model_output = predict_tiled(
-                            lambda tiles, times: self.unet(tiles, times).sample,
+                            self._predict_clean,
                             model_input,
                             timestep,
                             batch_tile_size,
