@@ -13,12 +13,20 @@ written to the train folder.
     python -m train.prepare_data --output_dir data/photos
 
 See train/DATA.md for the photo list, licences and the size budget.
+
+The second source, ``--shared_photos DIR`` (the project's ``../shared/photos``: 406 varied free-licensed photos,
+already downscaled, with a manifest of sources and licences), is copied as it is into ``train/`` and ``val/`` by the
+fixed split of ``train/shared_photos_split.json``, each file checked against the manifest's sha256:
+
+    python -m train.prepare_data --shared_photos ../shared/photos --output_dir data/shared_photos
 """
 
 import argparse
+import hashlib
 import json
 import math
 import os
+import shutil
 import sys
 import time
 
@@ -26,6 +34,7 @@ from PIL import Image, ImageOps
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_MANIFEST = os.path.join(HERE, "photo_manifest.json")
+SHARED_SPLIT = os.path.join(HERE, "shared_photos_split.json")
 SPLITS = ("train", "val")
 PACKAGES = (
     "plasma-workspace-wallpapers",
@@ -42,6 +51,14 @@ def parse_args(argv=None):
         type=str,
         default="data/photos",
         help="Folder that receives train/ and val/ sub-folders of PNG files (data/ is gitignored).",
+    )
+    parser.add_argument(
+        "--shared_photos",
+        type=str,
+        default=None,
+        metavar="DIR",
+        help="Instead of the Debian photos: copy the photos of DIR (with its manifest.json) into train/ and val/ by "
+        "the fixed split of train/shared_photos_split.json.",
     )
     parser.add_argument(
         "--manifest",
@@ -221,8 +238,44 @@ def clear_split_dirs(output_dir):
                     os.remove(os.path.join(d, f))
 
 
+def prepare_shared_photos(source_dir: str, output_dir: str, split_path: str = SHARED_SPLIT) -> dict:
+    """Copies the shared photos into output_dir/{train,val} by the fixed split; returns {split: count}.
+
+    Every file named by the split must be in the manifest with a matching sha256: a changed or missing photo stops
+    the run (the split, and so every evaluation on it, would silently change otherwise)."""
+    with open(split_path, encoding="utf-8") as handle:
+        split = json.load(handle)
+    with open(os.path.join(source_dir, "manifest.json"), encoding="utf-8") as handle:
+        manifest = {entry["file"]: entry for entry in json.load(handle)}
+    overlap = set(split["train"]) & set(split["val"])
+    if overlap:
+        raise SystemExit(f"error: {split_path}: photos in both splits: {sorted(overlap)[:5]}")
+    counts = {}
+    for name in SPLITS:
+        folder = os.path.join(output_dir, name)
+        if os.path.isdir(folder):
+            shutil.rmtree(folder)
+        os.makedirs(folder)
+        for file in split[name]:
+            entry, path = manifest.get(file), os.path.join(source_dir, file)
+            if entry is None or not os.path.isfile(path):
+                raise SystemExit(f"error: {file} (split {name}) is not in {source_dir} and its manifest")
+            with open(path, "rb") as handle:
+                data = handle.read()
+            if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+                raise SystemExit(f"error: {path} does not match its manifest sha256")
+            with open(os.path.join(folder, file), "wb") as handle:
+                handle.write(data)
+        counts[name] = len(split[name])
+    return counts
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.shared_photos:
+        counts = prepare_shared_photos(args.shared_photos, args.output_dir)
+        print(f"copied {counts['train']} train and {counts['val']} val photos into {args.output_dir}")
+        return 0
     photos = load_manifest(args.manifest, min_val_photos=args.min_val_photos)
     check_sources(photos)
 
