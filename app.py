@@ -44,7 +44,7 @@ from indi_pipeline import InDIPipeline, metrics
 from indi_pipeline.acceleration import dtype_name, optimize_for_inference
 from indi_pipeline.degradations import degrade_pil, pil_to_tensor
 from indi_pipeline.image_io import ImageFileError, ImageTooLargeError, open_image_file, size_problem, tensor_to_output
-from indi_pipeline.tasks import MODEL_DIR_ENV, TASKS, Task
+from indi_pipeline.tasks import MODEL_DIR_ENV, TASKS, Task, start_text
 
 APP_DIR = Path(__file__).resolve().parent
 EXAMPLES_DIR = APP_DIR / "examples"
@@ -221,13 +221,14 @@ def _to_8bit(image: PIL.Image.Image) -> PIL.Image.Image:
     return image.convert("RGBA" if has_alpha else "RGB")
 
 
-def _strength(task: Task, noise_level: float | None) -> tuple[float, str]:
-    """The walk's start t: 1, or sigma / sigma_max for denoising with a known noise level (in 8-bit levels)."""
+def _strength(task: Task, noise_level: float | None) -> tuple[float | None, str]:
+    """The walk's start t: None (the pipeline's default: estimated per image where the repo has an estimator, else
+    1), or sigma / sigma_max for denoising with a known noise level (in 8-bit levels), which overrides the estimate."""
     noise_level = _number(0 if noise_level is None else noise_level, "noise_level", 0, 255)
     if noise_level == 0:
-        return 1.0, ""
+        return None, ""
     if task.sigma_max is None:
-        return 1.0, f" (the noise level {noise_level:g}/255 was ignored: it is for denoising only)"
+        return None, f" (the noise level {noise_level:g}/255 was ignored: it is for denoising only)"
     try:
         strength = task.strength_for_sigma(float(noise_level) / 255.0)
     except ValueError as error:
@@ -388,11 +389,19 @@ def restore(
 
     report = (
         f"**{spec.title}**: {restored.width}×{restored.height} px, {steps} step{'s' if steps > 1 else ''}, "
-        f"eps {eps:g}, seed {int(seed)}{strength_note}; restored in {seconds:.1f} s on {_compute_text(pipe)}."
+        f"eps {eps:g}, seed {int(seed)}{strength_note}{_estimate_note(spec, pipe, strength, out.start_t)}; "
+        f"restored in {seconds:.1f} s on {_compute_text(pipe)}."
     )
     if clean is not None:
         report += "\n\n" + _metrics_table(clean, before, restored, spec, steps)
     return (before_path, restored_path), report, gallery
+
+
+def _estimate_note(spec: Task, pipe: InDIPipeline, strength: float | None, start_t: list[float]) -> str:
+    """What the estimator read off the image, when the walk started from its estimate."""
+    if strength is not None or pipe.estimator is None:
+        return ""
+    return f", estimated from the image: {start_text(spec, start_t[0])}"
 
 
 def _compute_text(pipe: InDIPipeline) -> str:
@@ -480,7 +489,8 @@ def sample_uncertainty(
     vmax = max(float(np.percentile(std, 99.5)), 0.5 / 255.0)
     summary = (
         f"**{samples} samples** of {spec.title} ({steps} steps, eps {eps:g}, "
-        f"seeds {int(seed)}–{int(seed) + samples - 1}{strength_note}) in one batched call: {seconds:.1f} s.\n\n"
+        f"seeds {int(seed)}–{int(seed) + samples - 1}{strength_note}{_estimate_note(spec, pipe, strength, out.start_t)}) "
+        f"in one batched call: {seconds:.1f} s.\n\n"
         f"Mean per-pixel std: **{std.mean() * 255:.2f}** grey levels of 255 (max {std.max() * 255:.1f}). "
         f"The colour scale runs from 0 (black: every sample agrees) to {vmax * 255:.1f} (yellow, the 99.5th "
         "percentile): bright regions are where the model is unsure and each seed invents different detail."
@@ -583,7 +593,7 @@ def build_demo() -> gr.Blocks:
                         value=0,
                         step=1,
                         label="Known noise level σ (out of 255)",
-                        info="Denoising only: start the walk at t = σ / 50 (strength). 0 = unknown, start at t = 1.",
+                        info="Denoising only: start the walk at t = σ / 50 (strength). 0 = unknown: estimated from the image.",
                         visible=default.sigma_max is not None,
                     )
                 run = gr.Button("Restore", variant="primary", elem_id="restore-button")

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from .tasks import TASKS, get_task
+from .tasks import TASKS, get_task, start_text
 
 # Extensions of the files taken from a folder given as an argument (files named explicitly are always tried).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pnm", ".tga")
@@ -206,7 +206,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         args.steps = task.default_steps
     if args.steps < 1:
         raise SystemExit(f"indi: error: --steps must be >= 1, got {args.steps}")
-    strength = 1.0
+    strength = None  # the pipeline's default: "auto" where the repo has an estimator, else 1.0
     if args.sigma is not None:
         if task.sigma_max is None:
             raise SystemExit(f"indi: error: --sigma is for --task denoise only (task {task_id!r} has no noise level)")
@@ -214,6 +214,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
             strength = task.strength_for_sigma(args.sigma / 255.0)
         except ValueError as error:
             raise SystemExit(f"indi: error: --sigma {args.sigma}: {error}") from None
+    elif args.strength == "auto":
+        strength = "auto"
     elif args.strength is not None:
         if not 0.0 < args.strength <= 1.0:
             raise SystemExit(f"indi: error: --strength must be in (0, 1], got {args.strength}")
@@ -231,8 +233,16 @@ def cmd_restore(args: argparse.Namespace) -> int:
     # own file and the seed, so the union is what one process would have written.
     files, problems = files[rank::world_size], problems if rank == 0 else []
     pipe = load_pipeline(args.model, task_id, device, compile=args.compile, dtype=args.dtype)
+    if strength is None:
+        strength = "auto" if pipe.estimator is not None else 1.0
+    if strength == "auto" and pipe.estimator is None:
+        raise SystemExit(
+            "indi: error: --strength auto needs the model repo's start estimator (an estimator/ folder), and this "
+            "one has none: pass --strength NUMBER" + (" or --sigma" if task.sigma_max is not None else "")
+        )
+    where = "estimated per image" if strength == "auto" else f"{strength:.3g}"
     print(
-        f"restoring {len(files)} image(s): task {task_id}, {args.steps} steps, strength {strength:.3g}, "
+        f"restoring {len(files)} image(s): task {task_id}, {args.steps} steps, strength {where}, "
         f"seed {args.seed}, device {device}, {dtype_name(pipe.autocast_dtype)}"
         + (f", process {rank + 1}/{world_size}" if world_size > 1 else ""),
         flush=True,
@@ -242,19 +252,20 @@ def cmd_restore(args: argparse.Namespace) -> int:
         image = load_image(path, args.max_megapixels, scale=pipe.config.upscale_factor)
         generator = torch.Generator().manual_seed(args.seed)
         try:
-            restored = pipe(
+            out = pipe(
                 image,
                 num_inference_steps=args.steps,
                 strength=strength,
                 generator=generator,
                 eps=args.eps,
                 output_type="pil",
-            ).images[0]
+            )
         except (ValueError, RuntimeError) as error:
             raise InputError(f"restoration failed: {error}") from None
         except MemoryError:
             raise InputError("restoration failed: out of memory (crop or downscale the image)") from None
-        return image, restored, f"{path.stem}_{task_id}_{args.steps}steps.png", ""
+        note = f", {start_text(task, out.start_t[0])}" if strength == "auto" else ""
+        return image, out.images[0], f"{path.stem}_{task_id}_{args.steps}steps.png", note
 
     return process_files(files, problems, Path(args.output_dir), restore_one)
 
@@ -362,6 +373,15 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _strength(text: str) -> float | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a number in (0, 1], got {text!r}") from None
+
+
 def _add_max_megapixels(parser: argparse.ArgumentParser, counted: str) -> None:
     from .limits import DEFAULT_MAX_PIXELS
 
@@ -418,7 +438,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the task's own, which `indi tasks` lists: its model card's recommended steps or fewer)",
     )
     start = restore.add_mutually_exclusive_group()
-    start.add_argument("--strength", type=float, default=None, help="where the walk starts, t in (0, 1] (default: 1.0)")
+    start.add_argument(
+        "--strength",
+        type=_strength,
+        default=None,
+        help="where the walk starts: t in (0, 1], or 'auto' to estimate it per image with the repo's estimator "
+        "(default: auto where the model repo has an estimator, else 1.0)",
+    )
     start.add_argument(
         "--sigma",
         type=float,

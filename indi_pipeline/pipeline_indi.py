@@ -45,12 +45,16 @@ class InDIPipelineOutput(BaseOutput):
             [0, 1] (a list of those when the inputs had different sizes).
         trajectory: with ``return_trajectory=True``, the walk's samples x_t from the start to t = 0, each in the
             same format as ``images``; else None.
-        timesteps: the t values of ``trajectory`` (start first, 0 last), or None.
+        timesteps: the t values of ``trajectory`` (start first, 0 last; of the first image when ``strength="auto"``
+            started the images at different t), or None.
+        start_t: the t each image's walk started from (its ``strength``, estimated with ``strength="auto"``); 0 for
+            an image the estimator found nothing to restore in, which is returned unchanged.
     """
 
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor | list
     trajectory: list | None = None
     timesteps: list[float] | None = None
+    start_t: list[float] | None = None
 
 
 class InDIPipeline(SafePipelineLoading, DiffusionPipeline):
@@ -66,16 +70,21 @@ class InDIPipeline(SafePipelineLoading, DiffusionPipeline):
         upscale_factor (`int`, defaults to 1): for super-resolution repos, the input is low-resolution and is first
             upsampled (bicubic, as in training) by this factor; the output is this many times larger.
         task (`str`, *optional*): the task id the weights were trained for (informative; see `indi_pipeline.tasks`).
+        estimator ([`InDIStartEstimator`], *optional*): reads each image's t on the task's path, for
+            ``strength="auto"`` (the default where the repo has one).
     """
 
     model_cpu_offload_seq = "unet"
+    _optional_components = ["estimator"]
     _callback_tensor_inputs = ["sample", "pred_original_sample"]
 
-    def __init__(self, unet, scheduler: InDIScheduler, upscale_factor: int = 1, task: str | None = None):
+    def __init__(
+        self, unet, scheduler: InDIScheduler, upscale_factor: int = 1, task: str | None = None, estimator=None
+    ):
         super().__init__()
         if int(upscale_factor) != upscale_factor or upscale_factor < 1:
             raise ValueError(f"upscale_factor must be a positive integer, got {upscale_factor!r}")
-        self.register_modules(unet=unet, scheduler=scheduler)
+        self.register_modules(unet=unet, scheduler=scheduler, estimator=estimator)
         self.register_to_config(upscale_factor=int(upscale_factor), task=task)
         # The network's forwards run under torch.autocast in this dtype (None: in the weights' own dtype); the walk
         # itself stays float32. acceleration.optimize_for_inference chooses it for the device.
@@ -108,8 +117,14 @@ class InDIPipeline(SafePipelineLoading, DiffusionPipeline):
             raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}")
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
-        if not isinstance(strength, (int, float)) or not 0.0 < strength <= 1.0:
-            raise ValueError(f"strength must be in (0, 1] (1 = start the walk at t = 1), got {strength!r}")
+        if isinstance(strength, str) and strength == "auto":
+            if self.estimator is None:
+                raise ValueError(
+                    'strength="auto" needs the repo\'s start estimator, and this pipeline has none (its repo has no '
+                    "estimator/ folder): pass a number in (0, 1] as strength"
+                )
+        elif not isinstance(strength, (int, float)) or not 0.0 < strength <= 1.0:
+            raise ValueError(f'strength must be "auto" or in (0, 1] (1 = start the walk at t = 1), got {strength!r}')
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
@@ -172,6 +187,19 @@ class InDIPipeline(SafePipelineLoading, DiffusionPipeline):
         tiles = batch.rgb.shape[0] * count_tiles(height, width, tile_size, overlap, self.input_multiple)
         return -(-tiles // tile_batch_size)
 
+    def _estimate_starts(self, batches: list[ImageBatch]) -> tuple[list[ImageBatch], list[float]]:
+        """strength="auto": one batch per image (each walks from its own t) and the t the estimator reads off each
+        (0 where it finds nothing to restore: below its ``nothing_below``). Once per image, before any tiling."""
+        singles, starts = [], []
+        nothing_below = float(self.estimator.config.nothing_below)
+        for batch in batches:
+            estimates = self.estimator.estimate(batch.rgb).tolist()
+            for k, t in enumerate(estimates):
+                alpha = None if batch.alpha is None else batch.alpha[k : k + 1]
+                singles.append(ImageBatch(batch.rgb[k : k + 1], alpha, batch.grayscale))
+                starts.append(0.0 if t < nothing_below else min(1.0, float(t)))
+        return singles, starts
+
     def _predict_clean(self, model_input: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         """The network's prediction of the clean image, under autocast when `autocast_dtype` is set."""
         dtype = self.autocast_dtype
@@ -191,7 +219,7 @@ class InDIPipeline(SafePipelineLoading, DiffusionPipeline):
         self,
         image,
         num_inference_steps: int = 10,
-        strength: float = 1.0,
+        strength: float | str | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         eps: float | None = None,
         output_type: str = "pil",
@@ -212,9 +240,10 @@ class InDIPipeline(SafePipelineLoading, DiffusionPipeline):
                 [0, 1]. Torch: [N x] C x H x W float in [0, 1]. For super-resolution repos, the low-resolution image.
             num_inference_steps (`int`, defaults to 10):
                 Number of InDI steps: 1 = plain regression (best PSNR, smooth); more = sharper, more realistic detail.
-            strength (`float`, defaults to 1.0):
+            strength (`float` or `"auto"`, defaults to `"auto"` where the repo has an estimator, else 1.0):
                 Where the walk starts, in (0, 1]. For denoising with a known noise level sigma,
-                ``strength = sigma / sigma_max`` of the model (e.g. 25/50 for the zoo's denoiser).
+                ``strength = sigma / sigma_max`` of the model (e.g. 25/50 for the zoo's denoiser). ``"auto"``
+                estimates it per image with the repo's estimator; an image found clean is returned unchanged.
             generator (`torch.Generator` or a list of one per image, *optional*):
                 The only source of randomness (path noise eps); the same seed gives the same output, bit for bit.
             eps (`float`, *optional*): overrides the scheduler's noise level for this call.
@@ -240,8 +269,14 @@ class InDIPipeline(SafePipelineLoading, DiffusionPipeline):
         """
         if callback_on_step_end_tensor_inputs is None:
             callback_on_step_end_tensor_inputs = ["sample"]
+        if strength is None:
+            strength = "auto" if self.estimator is not None else 1.0
         self._check_arguments(num_inference_steps, strength, output_type, callback_on_step_end_tensor_inputs)
         batches = to_image_batches(image)
+        if strength == "auto":
+            batches, start_ts = self._estimate_starts(batches)
+        else:
+            start_ts = [float(strength)] * len(batches)
         total = sum(batch.rgb.shape[0] for batch in batches)
         if isinstance(generator, list) and len(generator) != total:
             raise ValueError(f"got {len(generator)} generators for {total} images; pass one per image or a single one")
@@ -260,18 +295,26 @@ class InDIPipeline(SafePipelineLoading, DiffusionPipeline):
 
         outputs, trajectories, start = [], [], 0
         with self.progress_bar(total=num_inference_steps * sum(network_calls)) as progress_bar:
-            for batch, batch_tile_size in zip(batches, tile_sizes):
+            for batch, batch_tile_size, start_t in zip(batches, tile_sizes, start_ts):
                 count = batch.rgb.shape[0]
                 batch_generator = self._generators_for(generator, start, count)
                 start += count
                 degraded, alpha = self._prepare_degraded(batch, device)
                 sample, (height, width) = self._pad(degraded)
 
-                scheduler.set_timesteps(int(num_inference_steps), device=device, start_t=float(strength))
-                sample = scheduler.prepare_start_sample(sample, generator=batch_generator)
-
                 def finish(x, height=height, width=width, alpha=alpha, grayscale=batch.grayscale):
                     return merge(x[..., :height, :width], alpha, grayscale)
+
+                if start_t == 0.0:  # the estimator found nothing to restore: the image comes back as it is
+                    progress_bar.update(
+                        num_inference_steps * self._network_calls(batch, batch_tile_size, tile_overlap, tile_batch_size)
+                    )
+                    outputs.append(finish(sample).float())
+                    if return_trajectory:
+                        trajectories.append([finish(sample)] * (num_inference_steps + 1))
+                    continue
+                scheduler.set_timesteps(int(num_inference_steps), device=device, start_t=start_t)
+                sample = scheduler.prepare_start_sample(sample, generator=batch_generator)
 
                 frames = [finish(sample)] if return_trajectory else None
                 for i, t in enumerate(scheduler.timesteps):
@@ -320,8 +363,16 @@ class InDIPipeline(SafePipelineLoading, DiffusionPipeline):
 
         if not return_dict:
             return (images, trajectory) if return_trajectory else (images,)
-        timesteps = (scheduler.sigmas.cpu().tolist()) if return_trajectory else None
-        return InDIPipelineOutput(images=images, trajectory=trajectory, timesteps=timesteps)
+        timesteps = None
+        if return_trajectory:
+            first_walk = next((t for t in start_ts if t > 0), None)
+            if first_walk is None:
+                timesteps = [0.0] * (num_inference_steps + 1)
+            else:
+                scheduler.set_timesteps(int(num_inference_steps), device=device, start_t=first_walk)
+                timesteps = scheduler.sigmas.cpu().tolist()
+        per_image_t = [t for batch, t in zip(batches, start_ts) for _ in range(batch.rgb.shape[0])]
+        return InDIPipelineOutput(images=images, trajectory=trajectory, timesteps=timesteps, start_t=per_image_t)
 
     @staticmethod
     def _format(groups: list[torch.Tensor], output_type: str):

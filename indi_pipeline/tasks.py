@@ -120,3 +120,12 @@ def get_task(task_id: str) -> Task:
         return TASKS[task_id]
     except KeyError:
         raise ValueError(f"unknown task {task_id!r}; choose one of {', '.join(TASKS)}") from None
+
+
+def start_text(task, start_t: float) -> str:
+    """What the walk started from, for the report: 'noise ≈ 9/255 → t = 0.18', 't = 0.32', 'nothing to restore'."""
+    if start_t == 0.0:
+        return "nothing to restore: left unchanged"
+    if task.sigma_max is not None:
+        return f"noise ≈ {start_t * task.sigma_max * 255:.0f}/255 → t = {start_t:.2f}"
+    return f"t = {start_t:.2f}"
