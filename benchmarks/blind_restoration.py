@@ -80,9 +80,13 @@ def families(task_id: str) -> dict:
     return out
 
 
+# PSNR of an unchanged image is infinite: capped here so that a family's mean stays a number (clean photos).
+PSNR_CAP_DB = 100.0
+
+
 def _score(restored: torch.Tensor, clean: torch.Tensor) -> tuple[float, float]:
     restored = (restored.clamp(0, 1) * 255).round() / 255  # scored as the 8-bit image a user gets
-    return psnr(restored, clean).item(), lpips(restored, clean).item()
+    return min(psnr(restored, clean).item(), PSNR_CAP_DB), lpips(restored, clean).item()
 
 
 def run_task(task_id: str, crops, threads: int) -> dict:
