@@ -75,8 +75,9 @@ def test_super_resolution_output_is_4x_larger(client, files):
 
 @needs("jpeg")
 def test_steps_change_the_result(client, files):
-    _, one, _, _ = _restore(client, files["small"], task="jpeg", steps=1)
-    _, ten, _, _ = _restore(client, files["small"], task="jpeg", steps=10)
+    # Degraded first: the clean crop itself is, rightly, left unchanged by the jpeg repo's start estimator.
+    _, one, _, _ = _restore(client, files["small"], task="jpeg", steps=1, degrade_first=True)
+    _, ten, _, _ = _restore(client, files["small"], task="jpeg", steps=10, degrade_first=True)
     difference = np.abs(np.asarray(one, dtype=np.float32) - np.asarray(ten, dtype=np.float32)).mean()
     assert difference > 0.5  # grey levels
 
@@ -141,3 +142,11 @@ def test_missing_model_names_the_task_and_where_it_looked(app_module, monkeypatc
     monkeypatch.setenv("INDI_MODEL_REVISION", "v1.0")
     with pytest.raises(gr.Error, match="Could not load the model for task 'jpeg' from someone/indi-jpeg@v1.0"):
         app_module.get_pipeline(task)
+
+
+@needs("denoise")
+def test_report_says_what_was_estimated_and_a_known_noise_level_overrides_it(client, files):
+    _, _, report, _ = _restore(client, files["small"], task="denoise", steps=1, degrade_first=True)
+    assert "estimated from the image: " in report  # what it read off this small crop: a level or "nothing"
+    _, _, report, _ = _restore(client, files["small"], task="denoise", steps=1, noise_level=25, degrade_first=True)
+    assert "known noise level 25/255" in report and "estimated from the image" not in report

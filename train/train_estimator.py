@@ -146,6 +146,14 @@ def calibrate_nothing_below(estimator: InDIStartEstimator, val_images: list[np.n
     }
 
 
+def save_estimator(estimator: InDIStartEstimator, folder: Path) -> None:
+    """fp16 safetensors and config.json, without the folder a re-calibrated estimator was read from."""
+    estimator.half().save_pretrained(folder, safe_serialization=True)
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("_name_or_path", None)
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -165,7 +173,7 @@ def main(argv=None) -> int:
         info = json.loads(info_path.read_text())
         info["calibration"] = calibrate_nothing_below(estimator, val_images)
         print(f"calibration: {json.dumps(info['calibration'])}", flush=True)
-        estimator.half().save_pretrained(repo / "estimator", safe_serialization=True)
+        save_estimator(estimator, repo / "estimator")
         info_path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         return 0
     estimator = InDIStartEstimator(width=args.width, task=args.task).to(memory_format=torch.channels_last)
@@ -205,7 +213,7 @@ def main(argv=None) -> int:
         print(f"held-out: {json.dumps(info['validation'])}", flush=True)
         info["calibration"] = calibrate_nothing_below(estimator, val_images)
         print(f"calibration: {json.dumps(info['calibration'])}", flush=True)
-    estimator.half().save_pretrained(repo / "estimator", safe_serialization=True)
+    save_estimator(estimator, repo / "estimator")
     (repo / "estimator" / "train_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     index = json.loads(index_path.read_text())
     index["estimator"] = ["indi_pipeline.estimation", "InDIStartEstimator"]
