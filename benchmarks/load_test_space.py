@@ -18,7 +18,7 @@ normal call checks that the server still answers. Prints a Markdown table and wr
 Bounded: the whole run has a deadline (--timeout) that every call's wait is cut to, the server start has its own
 (INDI_APP_START_TIMEOUT, 180 s), and the server is always terminated (killed after 15 s) at the end. Localhost only.
 
-    python -m benchmarks.load_test_space --callers 16 --size 512 --json docs/perf/load_test_cpu.json
+    python -m benchmarks.load_test_space --callers 16 --size 512 --json docs/measurements/perf/load_test_cpu.json
 
 Exit status 0 when every call was ok or queue_full and the server was alive afterwards, else 1.
 """

@@ -7,7 +7,8 @@ This pairs the sets of ``research/floor_check.py`` JSONs by seed and prints, for
 difference of its 1-step gain (and eps 0 gain) against the first with the standard error of the differences.
 
     python -m research.compare_floor_checks model_cards/indi-motion_deblur/floor_check.json \
-        docs/zoo/motion_stage6_plain_floor_check.json docs/zoo/motion_stage6_grown_floor_check.json
+        docs/measurements/zoo/motion_stage6_plain_floor_check.json \
+        docs/measurements/zoo/motion_stage6_grown_floor_check.json
 """
 
 from __future__ import annotations

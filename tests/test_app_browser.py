@@ -2,9 +2,9 @@
 
 It loads the page, picks the 4x super-resolution task, uploads an example photo, ticks "degrade it first", presses
 Restore, waits until the before/after slider shows the restored image (and the PSNR/LPIPS report), and saves a
-screenshot: to $INDI_SCREENSHOT when set (`INDI_SCREENSHOT=docs/screenshot.png python -m pytest -q
-tests/test_app_browser.py` refreshes the README's), else to pytest's tmp folder. Skips with the reason when chromium
-or the playwright package is missing.
+screenshot: to $INDI_SCREENSHOT when set (`INDI_SCREENSHOT=docs/images/screenshot.png python -m pytest -q
+tests/test_app_browser.py` refreshes the committed one), else to pytest's tmp folder. Skips with the reason when
+chromium or the playwright package is missing.
 
 Needs: `apt-get install -y chromium` and `pip install playwright`.
 """

@@ -10,7 +10,7 @@ is the committed README.md. Prints a table, optionally writes JSON, and exits 1 
 
     python -m zoo.verify_zoo                                  # every repo under model_cards/
     python -m zoo.verify_zoo model_cards/indi-jpeg --json verify.json
-    python -m zoo.verify_zoo --jobs 2 --json docs/zoo/verify_zoo.json  # two evaluations at a time
+    python -m zoo.verify_zoo --jobs 2 --json docs/measurements/zoo/verify_zoo.json  # two at a time
 """
 
 from __future__ import annotations
