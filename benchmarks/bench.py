@@ -20,15 +20,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import json
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
 from benchmarks.models import count_parameters, load_network, null_network
-from benchmarks.timing import time_forward, time_ms
+from benchmarks.timing import time_forward, time_ms, write_results
 from indi_pipeline.acceleration import ALLOCATOR_ENV, reuse_freed_memory
 from indi_pipeline.machine import cpu_model, load_average, machine_info, threads_text  # noqa: F401  (re-exported)
 
@@ -394,10 +392,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     print()
     print(format_table(results))
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        print(f"\nwrote {path}")
+        write_results(results, args.json)
     return 0
 
 

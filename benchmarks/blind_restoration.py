@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from benchmarks.peers import cdncnn
+from benchmarks.timing import write_results
 from indi_pipeline import InDIPipeline
 from indi_pipeline.acceleration import optimize_for_inference
 from indi_pipeline.degradations import blur, defocus_blur, degradation_generator, jpeg_compress, motion_blur
@@ -194,8 +194,7 @@ def main(argv=None) -> int:
     for result in results["tasks"]:
         print(format_table(result) + "\n")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        write_results(results, args.json)
     return 0
 
 

@@ -36,7 +36,7 @@ import torch
 
 from benchmarks.bench_tiling import CHECKOUT, large_restore
 from benchmarks.models import count_parameters, load_network
-from benchmarks.timing import scalar_timestep, time_ms
+from benchmarks.timing import scalar_timestep, time_ms, write_results
 from indi_pipeline.acceleration import DTYPE_ENV, optimize_for_inference, reuse_freed_memory
 from indi_pipeline.machine import cpu_has_native_bf16, cpu_model, load_average, machine_info, threads_text
 
@@ -310,10 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(format_table(results))
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        print(f"\nwrote {path}")
+        write_results(results, args.json)
     return 0
 
 

@@ -1,11 +1,13 @@
-"""Timing helpers shared by the benchmarks: interleaved wall-clock medians, one network forward."""
+"""Helpers shared by the benchmarks: interleaved wall-clock medians, one network forward, writing the JSON."""
 
 from __future__ import annotations
 
 import copy
+import json
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -61,3 +63,12 @@ def time_forward(net, size: int, repeats: int, warmup: int, device: str) -> dict
         warmup,
         device,
     )
+
+
+def write_results(results: dict, path: str | Path) -> Path:
+    """Writes a benchmark's results as indented JSON (creating the folder) and says where."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwrote {path}")
+    return path
