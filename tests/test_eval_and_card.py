@@ -117,6 +117,84 @@ def test_model_card_is_generated_from_the_evaluation(tmp_path):
     assert f"Below the project's quality floor (q10 by {miss:.2f} dB)" in card.text
 
 
+def test_model_card_details_come_from_the_repo_files(tmp_path):
+    """Model details: the parameters of the saved network, its weight file, the install line, the speed.json record
+    where there is one, and base_model where train_info.json says the first stages trained another task."""
+    from huggingface_hub import ModelCard
+
+    repo = _repo(tmp_path / "indi-motion_deblur", "motion_deblur", identity=False, eps=0.02)
+    _evaluate(repo, _photos(tmp_path / "photos"), "motion_deblur")
+    (repo / "train_info.json").write_text(json.dumps(_train_info("train_indi.py ...", steps=5)))
+    text = make_model_card.build_card(repo, "someone").text
+    parameters = sum(p.numel() for p in make_tiny_net().parameters())
+    assert f"| Parameters | {parameters / 1e6:.2f} M |" in text
+    size = (repo / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size
+    assert f"| Weights | {size / 1e6:.1f} MB, fp32 safetensors |" in text  # save_pretrained keeps fp32
+    assert f"sides padded to a multiple of {make_tiny_net().input_multiple} |" in text
+    assert "| Licence | Apache-2.0 |" in text and "[arXiv 2303.11435](https://arxiv.org/abs/2303.11435)" in text
+    assert f'# pip install "indi-pipeline @ git+{make_model_card.PROJECT_URL}"' in text
+    assert "<project repository>" not in text
+    assert "| Speed |" not in text and "Fine-tuned from" not in text  # no speed.json; trained from scratch
+    assert ModelCard(text).data.base_model is None
+
+    speed = {"size": 512, "forward_ms": 153.4, "cpu": "Some CPU", "threads": 2, "torch": "2.13.0+cpu"}
+    (repo / make_model_card.SPEED_FILE).write_text(json.dumps(speed))
+    defocus = _train_info("train_indi.py --task defocus_deblur", steps=5)
+    defocus["task"] = "defocus_deblur"
+    motion = _train_info("train_indi.py --task motion_deblur --init_from copy", steps=5, base=defocus)
+    motion.update(task="motion_deblur")
+    (repo / "train_info.json").write_text(json.dumps(motion))
+    card = make_model_card.build_card(repo, "someone")
+    assert "| Speed | 153 ms per 512×512 forward on Some CPU, 2 threads, torch 2.13.0+cpu (`speed.json`) |" in card.text
+    assert card.data.base_model == "someone/indi-defocus_deblur"
+    assert (
+        "| Fine-tuned from | [someone/indi-defocus_deblur](https://huggingface.co/someone/indi-defocus_deblur) "
+        "(its training: stage 1 below) |" in card.text
+    )
+    assert make_model_card.base_model(make_model_card.training_stages(motion), "defocus_deblur") is None
+
+    # A config that does not build the stored network is refused, not described.
+    config = json.loads((repo / "unet" / "config.json").read_text())
+    (repo / "unet" / "config.json").write_text(json.dumps({**config, "width": 2 * config["width"]}))
+    with pytest.raises(ValueError, match="holds .* values, unet/config.json builds"):
+        make_model_card.build_card(repo, None)
+
+
+def test_measure_speed_repeats_runs_until_two_agree(tmp_path, monkeypatch):
+    """speed.json: bench runs repeat until two in a row agree within 10 %, and the median of all runs is recorded."""
+    from benchmarks import bench
+
+    times = iter([300.0, 200.0, 150.0, 160.0, 999.0])
+    calls = []
+
+    def fake_run_bench(**kwargs):
+        calls.append(kwargs)
+        machine = {"cpu": "Some CPU", "cpu_count": 2, "torch": "2.13.0+cpu", "load_average_start": [0.5, 0.4, 0.3]}
+        forward = {"ms": next(times), "best_memory_format": "channels_last"}
+        return {"machine": {**machine, "load_average_end": [0.6, 0.4, 0.3]}, "forward": [forward]}
+
+    monkeypatch.setattr(bench, "run_bench", fake_run_bench)
+    monkeypatch.setattr(make_model_card, "cpu_busy_fraction", lambda: 0.05)  # a quiet machine: no waiting
+    record = make_model_card.measure_speed(tmp_path / "indi-sr4", log=None)
+    assert [run["ms"] for run in record["runs"]] == [300.0, 200.0, 150.0, 160.0]  # 150 and 160: within 10 %
+    assert record["forward_ms"] == 180.0 and record["two_runs_agreed_within"] == 0.1
+    assert record["cpu"] == "Some CPU" and record["threads"] == 2 and record["size"] == 512
+    assert record["runs"][0]["cpu_busy_before"] == 0.05 and record["runs"][0]["load_average_start"] == [0.5, 0.4, 0.3]
+    assert all(c["sizes"] == (512,) and c["threads"] == 2 and c["steps"] == 1 for c in calls)
+    assert record["command"].startswith("python -m train.make_model_card --measure_speed ")
+
+
+@pytest.mark.skipif(not (ROOT / "model_cards").is_dir(), reason="no bundled model repos")
+def test_every_bundled_card_is_the_card_its_files_make():
+    """zoo/verify_zoo.py's card check on the bundled repos, without re-running their evaluations: a card edited by
+    hand, or an evaluation file changed without regenerating the card, fails here."""
+    from zoo import verify_zoo
+
+    folders = sorted(p for p in (ROOT / "model_cards").iterdir() if (p / "model_index.json").exists())
+    assert folders
+    assert {folder.name: verify_zoo.card_is_current(folder) for folder in folders} == {f.name: True for f in folders}
+
+
 def test_grid_scores_crops_around_the_centre_each_with_its_own_seed(tmp_path):
     photos = _photos(tmp_path / "photos", size=96)
     crops = eval_indi.load_clean_images(str(photos), 32, 4, 0, grid=2)
@@ -295,8 +373,12 @@ def test_trade_off_sentence_judges_by_the_floor_check_s_draws_at_the_recommended
     )
     # draws at another step count, or of another setting, leave the table's verdict
     assert make_model_card.trade_off_sentence(edge, draws(0.137, 0.012, steps=4)).endswith(
-        "0.63 dB lower. The project's trade-off rule (some step count above 1 lowers LPIPS by at least 10 % with PSNR "
-        "within 1 dB of 1 step) is not met."
+        "0.63 dB lower. The project's trade-off rule is not met."
+    )
+    # The card states the rule once, above its evaluations.
+    assert make_model_card.TRADE_OFF_RULE == (
+        "The project's trade-off rule: some step count above 1 lowers LPIPS by at least 10 % with PSNR within 1 dB of "
+        "1 step."
     )
     assert make_model_card.trade_off_sentence({**edge, "setting": "q30"}, draws(0.137, 0.012)).endswith("is not met.")
 
@@ -481,54 +563,63 @@ def test_model_card_describes_every_training_stage_of_a_fine_tune(tmp_path):
     (repo / "train_info.json").write_text(json.dumps(tuned))
     make_model_card.main([str(repo)])
     text = (repo / "README.md").read_text()
-    first, second = (
-        text.index("- Stage 1 of 2: 40 steps"),
-        text.index("- Stage 2 of 2 (fine-tunes the previous): 7 steps"),
-    )
+    # One row per run in the stage table; the exact commands stay in train_info.json, out of the card.
+    first = text.index("| 1 | GPU X, 1 of 5 runs | 8.0 | 40 | l1 | 0.001 | uniform |")  # old record: train_zoo.sh ran 5
+    second = text.index("| 2 | cpu | 1.4 | 7 | l1 | 0.001 | t = 1 at 0.25 |")
     assert first < second
-    assert "on GPU X, one of 5 training runs sharing it" in text[first:second]  # an old record: train_zoo.sh ran 5
-    assert "stopped by max_train_steps (resumed at step 5 from checkpoint-5). " in text[second:]
-    assert "Command of the last segment: `python train/train_indi.py --init_from base --seed 1`" in text[second:]
-    assert "Command: `train/train_zoo.sh" in text[first:second]
-    assert "p(t) uniform on (0, 1] mixed with t = 1 at weight 0.25" in text[second:]
-    assert "p(t) uniform, L1 loss, AdamW" in text[first:second]
-    assert "(8 min on GPU X then 1 min on cpu)" in text
+    assert "| resumed at step 5 from checkpoint-5 |" in text[second:]
+    assert "Each stage fine-tunes the one before." in text and "Exact commands: `train_info.json`." in text
+    assert "train/train_zoo.sh" not in text and "--init_from base --seed 1" not in text
+    assert "(2 stages: 8 min on GPUs, 1 min on CPUs)" in text
 
 
-def test_stage_line_names_the_launcher_the_gpu_share_and_a_different_task():
+def test_stage_row_names_the_gpu_share_and_a_different_task():
     info = _train_info("train/train_indi.py --task defocus_deblur", 30, "GPU Y")
     info.update(task="defocus_deblur", launched_by="ZOO_TASKS=x train/gpu_session.sh OUT 5", concurrent_runs=4)
-    line = make_model_card.stage_line(1, info, 2, "motion_deblur")
-    assert line.startswith("- Stage 1 of 2 on the defocus_deblur task: 30 steps")
-    assert "on GPU Y, one of 4 training runs sharing it," in line
-    assert line.endswith(
-        "Launched by `ZOO_TASKS=x train/gpu_session.sh OUT 5`; its training command: "
-        "`train/train_indi.py --task defocus_deblur`."
-    )
+    info["args"].update(eps=0.01)
+    cells = make_model_card.stage_cells(1, info, "motion_deblur")
+    assert cells == [
+        "1",
+        "GPU Y, 1 of 4 runs",
+        "6.0",
+        "30",
+        "l1",
+        "0.001",
+        "uniform",
+        "0.01",
+        "4 × 64 px",
+        "defocus_deblur task",
+    ]
+    # The launcher and the command are train_info.json's to keep: the card points there.
+    assert "gpu_session.sh" not in " ".join(cells)
     info.update(concurrent_runs=1, launched_by=None)
-    line = make_model_card.stage_line(2, info, 2, "defocus_deblur")
-    assert "sharing" not in line and "on the defocus_deblur task" not in line
-    assert line.endswith("Command: `train/train_indi.py --task defocus_deblur`.")
+    cells = make_model_card.stage_cells(2, info, "defocus_deblur")
+    assert cells[1] == "GPU Y" and cells[-1] == ""
+    # Without a note in any row, the table has no notes column.
+    table = make_model_card.stage_table([info], "defocus_deblur")
+    assert table.splitlines()[0] == "| stage | hardware | min | steps | `--loss` | lr | p(t) | eps | batch × crop |"
+    assert table.splitlines()[1:] == [
+        "|---|---|---|---|---|---|---|---|---|",
+        "| 1 | GPU Y | 6.0 | 30 | l1 | 0.001 | uniform | 0.01 | 4 × 64 px |",
+    ]
 
 
-def test_stage_line_says_when_a_stage_grew_its_base_network():
+def test_stage_notes_say_when_a_stage_grew_its_base_network():
     base = _train_info("train/train_indi.py --encoder_blocks 1 1 1 1", 40, "cpu")
     base["args"].update(encoder_blocks=[1, 1, 1, 1])  # the defaults, spelled out: not a growth of anything
     command = "train/train_indi.py --init_from base --encoder_blocks 1 1 2 4 --middle_blocks 4"
     info = _train_info(command, 30, "cpu", base=base)
     info["args"].update(init_from="base", encoder_blocks=[1, 1, 2, 4], middle_blocks=4)
-    line = make_model_card.stage_line(2, info, 2, "motion_deblur")
-    assert line.startswith(
-        "- Stage 2 of 2 (fine-tunes the previous), grown to encoder [1, 1, 2, 4], middle 4 blocks "
-        "(the added blocks start as identities): 30 steps"
+    assert make_model_card.stage_notes(info, "motion_deblur") == (
+        "grown to encoder [1, 1, 2, 4], middle 4 blocks (the added blocks start as identities)"
     )
-    assert "grown to" not in make_model_card.stage_line(1, base, 2, "motion_deblur")
+    assert "grown to" not in make_model_card.stage_notes(base, "motion_deblur")
     # A later fine-tune of the grown net inherits its blocks (flags left out) or repeats them: no growth either time.
     later = _train_info("train/train_indi.py --init_from grown", 20, "cpu", base=info)
     later["args"].update(init_from="grown")
-    assert "grown to" not in make_model_card.stage_line(3, later, 3, "motion_deblur")
+    assert "grown to" not in make_model_card.stage_notes(later, "motion_deblur")
     later["args"].update(encoder_blocks=[1, 1, 2, 4])
-    assert "grown to" not in make_model_card.stage_line(3, later, 3, "motion_deblur")
+    assert "grown to" not in make_model_card.stage_notes(later, "motion_deblur")
 
 
 def test_a_missed_floor_says_what_the_stages_tried():

@@ -2,9 +2,12 @@
 """Writes a model repo's README.md (the Hub model card) from its evaluation and training records.
 
 Nothing in a card is typed by hand: the numbers come from the `eval_*.json` files that `train/eval_indi.py` wrote
-into the repo folder and from `train_info.json` that `train/train_indi.py` wrote.
+into the repo folder (and `floor_check.json` from `research/floor_check.py`), from `train_info.json` that
+`train/train_indi.py` wrote, from the network's config and safetensors header, and from `speed.json`, which
+`--measure_speed` writes by timing the network on this machine's CPU.
 
     python -m train.make_model_card model_cards/indi-denoise [--hub_org indi-zoo]
+    python -m train.make_model_card --measure_speed model_cards/indi-denoise   # time it first (a quiet machine)
 """
 
 from __future__ import annotations
@@ -12,19 +15,21 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from indi_pipeline.machine import threads_text
 from indi_pipeline.network import InDINet
 from indi_pipeline.tasks import get_task
 from train.grow_network import BLOCK_KEYS
 
 # What each model was trained on, so users know when it will fail (design.md §4).
 TRAINING_DEGRADATION = {
-    "denoise": "additive white Gaussian noise y = x + σ·n with σ = 50/255 during training (no clipping); InDI's "
-    "interpolation x_t = x + t·σ_max·n covers every σ ≤ 50/255, which the pipeline reaches with `strength = σ / (50/255)`",
+    "denoise": "additive white Gaussian noise y = x + σ·n, σ = 50/255, no clipping (InDI's path x_t = x + t·σ·n "
+    "covers every lower σ too: see How to use)",
     "sr4": "4× bicubic downscaling (antialiased, as PIL `Image.resize(BICUBIC)`); the pipeline upsamples the "
     "low-resolution input with bicubic and walks from there",
     "jpeg": "PIL JPEG compression at a random quality in [10, 50] (one blind model, PIL's default settings: 4:2:0 "
@@ -65,11 +70,110 @@ CITATION = """@article{delbracio2023indi,
 }"""
 
 DATA_SUMMARY = (
-    "29 free-licensed camera photographs from the Debian packages plasma-workspace-wallpapers (GPL-2+ / LGPL-3), "
-    "mate-backgrounds (GPL-2+), lomiri-wallpapers-16.04 and lomiri-wallpapers-20.04 (CC-BY-4.0, CC-BY-SA-3.0/4.0, "
-    "CC0, per photo), downscaled 2–4× so that no JPEG artefacts remain; 8 further photos held out for validation, "
-    "split by photo. The per-photo table with sources and licences is `train/DATA.md` in the project repository."
+    "29 free-licensed camera photos from Debian wallpaper packages, downscaled 2–4× so that no JPEG artefacts remain; "
+    "8 more held out for validation. Sources and licences per photo: `train/DATA.md` in the project repository."
 )
+
+
+# Where the library is installed from (pyproject.toml [project.urls] Homepage: the Space's git repository).
+PROJECT_URL = "https://huggingface.co/spaces/indi-zoo/indi-restoration"
+PAPER_URL = "https://arxiv.org/abs/2303.11435"
+
+# speed.json in a repo: the network's forward time on a named CPU, measured by `--measure_speed` (measure_speed below).
+SPEED_FILE = "speed.json"
+SPEED_SIZE = 512
+SPEED_THREADS = 2
+# Runs repeat until two in a row agree this closely: other work on a shared CPU slows single runs.
+SPEED_AGREEMENT = 0.10
+# Each run waits (up to SPEED_WAIT_S) until the other work on the machine takes at most this share of the CPU.
+SPEED_QUIET_BUSY = 0.15
+SPEED_WAIT_S = 900.0
+
+
+def cpu_busy_fraction(seconds: float = 2.0) -> float | None:
+    """The share of all cores' time that was not idle over ``seconds`` (Linux /proc/stat; None elsewhere)."""
+    import time
+
+    def idle_and_total() -> tuple[int, int]:
+        with open("/proc/stat", encoding="utf-8") as handle:
+            ticks = [int(value) for value in handle.readline().split()[1:]]
+        return ticks[3] + ticks[4], sum(ticks)  # idle + iowait, all
+
+    try:
+        idle, total = idle_and_total()
+        time.sleep(seconds)
+        idle_after, total_after = idle_and_total()
+    except (OSError, ValueError, IndexError):
+        return None
+    elapsed = total_after - total
+    return round(1.0 - (idle_after - idle) / elapsed, 3) if elapsed else None
+
+
+def wait_for_quiet_cpu(max_busy: float = SPEED_QUIET_BUSY, wait_s: float = SPEED_WAIT_S) -> float | None:
+    """Waits until other work takes at most ``max_busy`` of the CPU, or ``wait_s`` has passed; returns the last share."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        busy = cpu_busy_fraction()
+        if busy is None or busy <= max_busy or time.monotonic() >= deadline:
+            return busy
+
+
+def measure_speed(
+    folder: Path,
+    threads: int = SPEED_THREADS,
+    repeats: int = 5,
+    max_runs: int = 6,
+    wait_s: float = SPEED_WAIT_S,
+    log=print,
+) -> dict:
+    """The repo network's ms per SPEED_SIZE² forward on this CPU, as speed.json records it.
+
+    Each run is one `indi bench` (benchmarks.bench.run_bench: the median of ``repeats`` timed forwards after a warm-up,
+    in the faster memory format), started once the CPU is quiet (wait_for_quiet_cpu); runs repeat until two in a row
+    agree within SPEED_AGREEMENT, or ``max_runs``, and the record is the median of all runs, with each run's CPU
+    share taken by other work just before it and its load averages."""
+    import statistics
+
+    from benchmarks.bench import run_bench
+
+    log = log or (lambda message: None)
+    runs, agreed = [], False
+    for _ in range(max_runs):
+        busy = wait_for_quiet_cpu(wait_s=wait_s)
+        result = run_bench(model=str(folder), sizes=(SPEED_SIZE,), steps=1, repeats=repeats, threads=threads, log=None)
+        forward = result["forward"][0]
+        runs.append(
+            {
+                "ms": forward["ms"],
+                "memory_format": forward["best_memory_format"],
+                "cpu_busy_before": busy,
+                "load_average_start": result["machine"]["load_average_start"],
+                "load_average_end": result["machine"]["load_average_end"],
+            }
+        )
+        log(
+            f"{folder.name}: {forward['ms']:.1f} ms (CPU busy before: {busy}, load {result['machine']['load_average_start']})"
+        )
+        if len(runs) >= 2:
+            last, previous = runs[-1]["ms"], runs[-2]["ms"]
+            if abs(last - previous) <= SPEED_AGREEMENT * min(last, previous):
+                agreed = True
+                break
+    machine = result["machine"]
+    return {
+        "size": SPEED_SIZE,
+        "forward_ms": round(statistics.median(run["ms"] for run in runs), 1),
+        "cpu": machine["cpu"],
+        "cpu_count": machine["cpu_count"],
+        "threads": threads,
+        "torch": machine["torch"],
+        "repeats_per_run": repeats,
+        "two_runs_agreed_within": SPEED_AGREEMENT if agreed else None,
+        "runs": runs,
+        "command": f"python -m train.make_model_card --measure_speed {folder.as_posix()}",
+    }
 
 
 def load_evaluations(folder: Path) -> list[dict]:
@@ -118,7 +222,7 @@ def eval_results(evaluations: list[dict], task_id: str) -> list[EvalResult]:
 
 def table_markdown(evaluation: dict) -> str:
     lines = [
-        "| method | steps | eps | PSNR (dB) ↑ | SSIM ↑ | LPIPS ↓ | sharpness (1 = truth) | s / image |",
+        "| method | steps | eps | PSNR (dB) ↑ | SSIM ↑ | LPIPS ↓ | sharpness | s / image |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in evaluation["table"]:
@@ -139,6 +243,11 @@ def table_markdown(evaluation: dict) -> str:
 
 
 TRADE_OFF_LPIPS_REDUCTION = 0.10  # the project's rule: some N > 1 lowers LPIPS this much, PSNR within 1 dB
+# Stated once above a card's evaluations; each evaluation's sentence then says whether it is met.
+TRADE_OFF_RULE = (
+    f"The project's trade-off rule: some step count above 1 lowers LPIPS by at least "
+    f"{100 * TRADE_OFF_LPIPS_REDUCTION:.0f} % with PSNR within 1 dB of 1 step."
+)
 
 
 def psnr_change_text(drop: float) -> str:
@@ -148,10 +257,7 @@ def psnr_change_text(drop: float) -> str:
 def trade_off_sentence(evaluation: dict, repeated: dict | None = None) -> str:
     """The rule at the recommended steps: on the table's draw, or where ``repeated`` (a floor_check.json of this
     setting, run with --tradeoff_steps at the recommended steps) has them, judged by the mean over its draws."""
-    rule = (
-        f"The project's trade-off rule (some step count above 1 lowers LPIPS by at least "
-        f"{100 * TRADE_OFF_LPIPS_REDUCTION:.0f} % with PSNR within 1 dB of 1 step) is "
-    )
+    rule = "The project's trade-off rule is "
     steps = evaluation["recommended_steps"]
     if steps == 1:
         return (
@@ -179,19 +285,6 @@ def trade_off_sentence(evaluation: dict, repeated: dict | None = None) -> str:
             "within noise": f"met only within the noise: {100 * TRADE_OFF_LPIPS_REDUCTION:.0f} % lies within two "
             "standard errors of the mean.",
         }[verdict]
-    )
-
-
-def eps_cost(evaluation: dict) -> str:
-    rows = {(r["eps"], r["steps"]): r for r in evaluation["table"] if r["method"] == "InDI"}
-    without = rows.get((0.0, 1))
-    with_eps = rows.get((evaluation["model_eps"], 1))
-    if not without or not with_eps:
-        return ""
-    return (
-        f"At 1 step, running this model with eps = 0 instead of its eps = {evaluation['model_eps']:g} gives "
-        f"{without['psnr']:.2f} dB instead of {with_eps['psnr']:.2f} dB (LPIPS {without['lpips']:.4f} instead of "
-        f"{with_eps['lpips']:.4f})."
     )
 
 
@@ -374,7 +467,7 @@ def floor_limitations(
         tried = (
             (
                 f" {tried_text(stages)} What is left to try: a larger network within the speed budget, trained far "
-                "longer (the project README's Model zoo section has the measurements)."
+                "longer."
             )
             if stages
             else ""
@@ -468,33 +561,54 @@ def grown_text(info: dict) -> str:
     return f", grown to {blocks_text(changed)} blocks (the added blocks start as identities)" if changed else ""
 
 
-def stage_line(number: int, info: dict, count: int, task_id: str) -> str:
-    """One run: recipe, length, machine and the exact command (train_info.json of that run)."""
-    args = info["args"]
-    label = "Run" if count == 1 else f"Stage {number} of {count}" + (" (fine-tunes the previous)" if number > 1 else "")
-    label += grown_text(info)
-    device = info["device"]
-    runs = concurrent_runs(info)
-    shared = f", one of {runs} training runs sharing it" if runs > 1 else ""
-    # A stage may have trained a related task (the motion model starts from the defocus model): say which.
-    other_task = f" on the {info['task']} task" if info.get("task", task_id) != task_id else ""
-    eps = f"eps {args['eps']:g}, " if args.get("eps") is not None else ""
+def t_sampling_cell(args: dict) -> str:
+    """p(t) in a stage table cell: "uniform", or "t = 1 at w" for the mixture (the legend under the table says)."""
+    if args["t_sampling"] == "mixture":
+        return f"t = 1 at {args['t_one_probability']:g}"
+    return args["t_sampling"]
+
+
+def stage_notes(info: dict, task_id: str) -> str:
+    """What a stage's row cannot show in its columns: another task, a grown network, a resumed run."""
+    notes = []
+    if info.get("task", task_id) != task_id:  # the motion model starts from the defocus model: say which
+        notes.append(f"{info['task']} task")
+    grown = grown_text(info)
+    if grown:
+        notes.append(grown.removeprefix(", "))
     resumed = info.get("resumed_from")
-    # The time and steps count the whole run; the command is the one of its last segment.
-    resumed = f" (resumed at step {resumed['global_step']} from {resumed['checkpoint']})" if resumed else ""
-    what = "command of the last segment" if resumed else "command"
-    command = f"`{info['command']}`"
-    if info.get("launched_by"):
-        command = f"Launched by `{info['launched_by']}`; its training {what}: {command}."
-    else:
-        command = f"{what.capitalize()}: {command}."
-    return (
-        f"- {label}{other_task}: {info['global_step']} steps in {info['wall_seconds'] / 60:.1f} min on {device}{shared}, "
-        f"{info['images_per_second_median']:.0f} images/s, stopped by {info['stop_reason']}{resumed}. {eps}p(t) "
-        f"{t_sampling_text(args)}, {loss_text(args.get('loss'))}, AdamW lr {args['learning_rate']:g} with "
-        f"{args['lr_warmup_steps']} warm-up steps then cosine over the budget, batch {args['train_batch_size']} × {args['resolution']} px crops, EMA "
-        f"{args['ema_max_decay']}, mixed precision {info['mixed_precision']}, seed {args['seed']}. {command}"
-    )
+    if resumed:  # the minutes and steps count the whole run
+        notes.append(f"resumed at step {resumed['global_step']} from {resumed['checkpoint']}")
+    return "; ".join(notes)
+
+
+def stage_cells(number: int, info: dict, task_id: str) -> list[str]:
+    """One training run as the cells of a stage table row (its train_info.json record holds the rest)."""
+    args = info["args"]
+    runs = concurrent_runs(info)
+    return [
+        str(number),
+        info["device"] + (f", 1 of {runs} runs" if runs > 1 else ""),  # runs sharing the device
+        f"{info['wall_seconds'] / 60:.1f}",
+        str(info["global_step"]),
+        args.get("loss") or "l1",  # runs recorded before --loss existed trained with L1
+        f"{args['learning_rate']:g}",
+        t_sampling_cell(args),
+        f"{args['eps']:g}" if args.get("eps") is not None else "",
+        f"{args['train_batch_size']} × {args['resolution']} px",
+        stage_notes(info, task_id),
+    ]
+
+
+STAGE_COLUMNS = ["stage", "hardware", "min", "steps", "`--loss`", "lr", "p(t)", "eps", "batch × crop", "notes"]
+
+
+def stage_table(stages: list[dict], task_id: str) -> str:
+    """The training runs, first first, one row each; the notes column only where a stage has a note."""
+    rows = [stage_cells(number, stage, task_id) for number, stage in enumerate(stages, 1)]
+    columns = STAGE_COLUMNS if any(row[-1] for row in rows) else STAGE_COLUMNS[:-1]
+    lines = ["| " + " | ".join(line) + " |" for line in (columns, *(row[: len(columns)] for row in rows))]
+    return "\n".join([lines[0], "|---" * len(columns) + "|", *lines[1:]])
 
 
 def tried_text(stages: list[dict]) -> str:
@@ -532,25 +646,115 @@ def tried_text(stages: list[dict]) -> str:
 
 
 def total_training_text(stages: list[dict]) -> str:
-    return " then ".join(f"{s['wall_seconds'] / 60:.0f} min on {s['device']}" for s in stages)
+    """How long the training was: "8 min on NVIDIA H200", or for several stages the minutes on GPUs and on CPUs."""
+    if len(stages) == 1:
+        return f"{stages[0]['wall_seconds'] / 60:.0f} min on {stages[0]['device']}"
+    gpu = sum(s["wall_seconds"] for s in stages if not s["device"].lower().startswith("cpu")) / 60
+    cpu = sum(s["wall_seconds"] for s in stages if s["device"].lower().startswith("cpu")) / 60
+    return f"{len(stages)} stages: {gpu:.0f} min on GPUs, {cpu:.0f} min on CPUs"
+
+
+def base_model(stages: list[dict], task_id: str) -> tuple[str, int] | None:
+    """(task, stages) where the record says a model was fine-tuned from another task's model: its first stages
+    trained that task (the motion model started from the defocus model), else None."""
+    before = 0
+    while before < len(stages) and stages[before].get("task", task_id) != task_id:
+        before += 1
+    return (stages[before - 1]["task"], before) if before else None
+
+
+WEIGHTS_FILE = Path("unet") / "diffusion_pytorch_model.safetensors"
+SAFETENSORS_DTYPES = {"F16": "fp16", "BF16": "bf16", "F32": "fp32"}
+
+
+def weights_record(folder: Path) -> tuple[int, list[str], int]:
+    """(file size in bytes, dtypes, parameters stored) of the repo's network weights, from the safetensors header
+    (8 bytes of length, then JSON with each tensor's dtype and shape): nothing is loaded."""
+    path = folder / WEIGHTS_FILE
+    with path.open("rb") as handle:
+        header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+    tensors = [value for key, value in header.items() if key != "__metadata__"]
+    dtypes = sorted({SAFETENSORS_DTYPES.get(t["dtype"], t["dtype"]) for t in tensors})
+    return path.stat().st_size, dtypes, sum(math.prod(t["shape"]) for t in tensors)
+
+
+def parameter_count(unet_config: dict) -> int:
+    """InDINet's parameters for a config, counted on a network built on the meta device (no memory, no weights)."""
+    import torch
+
+    with torch.device("meta"):
+        net = InDINet(**{key: value for key, value in unet_config.items() if not key.startswith("_")})
+    return sum(parameter.numel() for parameter in net.parameters())
+
+
+def load_speed(folder: Path) -> dict | None:
+    path = folder / SPEED_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def hub_link(repo_id: str) -> str:
+    return f"[{repo_id}](https://huggingface.co/{repo_id})"
+
+
+def details_table(folder: Path, task, unet: dict, base: tuple[str, int] | None) -> str:
+    """The Model details block: what the network is, its size and speed, and (``base``: repo id and how many of the
+    first stages trained it) where it came from."""
+    size, dtypes, stored = weights_record(folder)
+    parameters = parameter_count(unet)
+    if stored != parameters:  # the card would describe another network than the weights
+        raise ValueError(f"{folder / WEIGHTS_FILE} holds {stored} values, unet/config.json builds {parameters}")
+    multiple = InDINet.input_multiple_of(unet.get("unshuffle", 2), len(unet["encoder_blocks"]))
+    rows = [
+        ("Task", f"{task.title} (`{task.task_id}`)"),
+        (
+            "Network",
+            f"InDINet (NAFNet-style, time-conditioned): width {unet['width']}, unshuffle {unet.get('unshuffle', 2)}, "
+            f"blocks {blocks_text({key: unet[key] for key in BLOCK_KEYS})}",
+        ),
+        ("Parameters", f"{parameters / 1e6:.2f} M"),
+        ("Weights", f"{size / 1e6:.1f} MB, {' and '.join(dtypes)} safetensors"),
+    ]
+    speed = load_speed(folder)
+    if speed:
+        rows.append(
+            (
+                "Speed",
+                f"{speed['forward_ms']:.0f} ms per {speed['size']}×{speed['size']} forward on {speed['cpu']}, "
+                f"{threads_text(speed['threads'])}, torch {speed['torch']} (`{SPEED_FILE}`)",
+            )
+        )
+    rows.append(("Input", f"RGB (gray as gray RGB, alpha passed through); sides padded to a multiple of {multiple}"))
+    if base:
+        base_repo, before = base
+        stages_text = "stage 1" if before == 1 else f"stages 1–{before}"
+        rows.append(("Fine-tuned from", f"{hub_link(base_repo)} (its training: {stages_text} below)"))
+    rows += [("Licence", "Apache-2.0"), ("Paper", f"[arXiv 2303.11435]({PAPER_URL})")]
+    return "\n".join(["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)])
 
 
 def build_card(folder: Path, hub_org: str | None) -> ModelCard:
     model_index = json.loads((folder / "model_index.json").read_text())
     task = get_task(model_index["task"])
-    repo_id = f"{hub_org}/{task.repo_name}" if hub_org else task.hub_repo_id
+
+    def hub_id(task_id: str) -> str:
+        other = get_task(task_id)
+        return f"{hub_org}/{other.repo_name}" if hub_org else other.hub_repo_id
+
+    repo_id = hub_id(task.task_id)
     evaluations = load_evaluations(folder)
     repeated = load_floor_check(folder, evaluations)
     main = primary_evaluation(evaluations)
     info = json.loads((folder / "train_info.json").read_text())
-    train_args = info["args"]
     scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     unet = json.loads((folder / "unet" / "config.json").read_text())
+    stages = training_stages(info)
+    base = base_model(stages, task.task_id)
 
     data = ModelCardData(
         library_name="diffusers",
         pipeline_tag="image-to-image",
         license="apache-2.0",
+        base_model=hub_id(base[0]) if base else None,
         tags=["indi", "image-restoration", task.task_id, "inversion-by-direct-iteration", "diffusers"],
         model_name=task.repo_name,
         eval_results=eval_results(evaluations, task.task_id),
@@ -561,10 +765,35 @@ def build_card(folder: Path, hub_org: str | None) -> ModelCard:
     sections = [
         f"# {task.repo_name}: {task.title} with InDI",
         "",
-        f"{task.description} An [Inversion by Direct Iteration](https://openreview.net/forum?id=VmyFF5lL3F) model "
-        f"(Delbracio & Milanfar, TMLR 2023): it restores in small steps from the degraded image (t = 1) to the clean "
-        f"one (t = 0). **1 step** is plain regression (the best PSNR, smooth); **more steps** give sharper, more "
-        f"realistic detail for a small PSNR cost. Recommended: **{recommended} steps**.",
+        f"{task.description} [InDI]({PAPER_URL}) walks from the degraded image (t = 1) to the clean one (t = 0): "
+        "**1 step** gives the best PSNR (smooth), **more steps** sharper, more realistic detail for a little PSNR. "
+        f"Recommended: **{recommended} steps**.",
+        "",
+        "## Model details",
+        "",
+        details_table(folder, task, unet, (hub_id(base[0]), base[1]) if base else None),
+        "",
+        "## How to use",
+        "",
+        "```python",
+        f'# pip install "indi-pipeline @ git+{PROJECT_URL}"',
+        "import torch",
+        "from PIL import Image",
+        "from indi_pipeline import InDIPipeline",
+        "",
+        f'pipe = InDIPipeline.from_pretrained("{repo_id}")',
+        f'image = pipe(Image.open("input.png"), num_inference_steps={recommended}, '
+        "generator=torch.Generator().manual_seed(0)).images[0]",
+        "```",
+        "",
+        f"CLI: `indi restore input.png --task {task.task_id} --steps {recommended} --output-dir restored/`. "
+        f'With only diffusers: `DiffusionPipeline.from_pretrained("{repo_id}", trust_remote_code=True)`.'
+        + (
+            f" For a known noise level σ (0–255 units), pass `strength=σ/{task.sigma_max * 255:.0f}` (CLI: "
+            "`--sigma σ`)."
+            if task.sigma_max is not None
+            else ""
+        ),
         "",
         "## What it does and does not do",
         "",
@@ -573,75 +802,68 @@ def build_card(folder: Path, hub_org: str | None) -> ModelCard:
         f"- On the held-out photos ({main['setting']}), 1 step gains **{gain:+.2f} dB** PSNR over the {input_label}.",
         *floor_sentences(evaluations, task.task_id, repeated),
         *reference_sentences(evaluations),
-        "- It restores RGB; grayscale is handled as gray RGB and alpha is passed through untouched.",
         "",
-        "## How to use",
-        "",
-        "```python",
-        "import torch",
-        "from PIL import Image",
-        "from indi_pipeline import InDIPipeline  # pip install git+<project repository>",
-        "",
-        f'pipe = InDIPipeline.from_pretrained("{repo_id}")',
-        f'image = pipe(Image.open("input.png"), num_inference_steps={recommended}, '
-        "generator=torch.Generator().manual_seed(0)).images[0]",
-        "```",
-        "",
-        "With only diffusers installed: `DiffusionPipeline.from_pretrained(repo_id, trust_remote_code=True)`.",
-        "",
-        "```bash",
-        f"indi restore input.png --task {task.task_id} --steps {recommended} --output-dir restored/",
-        "```",
+        "## Evaluation",
         "",
     ]
-    if task.sigma_max is not None:
-        sections += [
-            f"For a known noise level σ (0–255 units), pass `strength=σ/{task.sigma_max * 255:.0f}` (CLI: `--sigma σ`).",
-            "",
-        ]
-    sections += ["## Evaluation", ""]
-    for evaluation in sorted(evaluations, key=lambda e: e is not main):
-        variation = evaluation["variation"]
+    ordered = sorted(evaluations, key=lambda e: e is not main)
+    protocols = {(evaluation_crops(e), e["seed"], e["machine"]) for e in ordered}
+
+    def protocol(evaluation: dict) -> str:
         crop_seed = "i" if evaluation["seed"] == 0 else f"{evaluation['seed']} + i"
+        return (
+            f"{evaluation_crops(evaluation)}, crop i degraded and restored with seed {crop_seed}, mean over crops; "
+            f"{evaluation['machine']}."
+        )
+
+    sections += [
+        (protocol(main) + " " if len(protocols) == 1 else "")
+        + "Sharpness: Laplacian energy of the output over the clean image's (1 = as sharp as the truth). "
+        + TRADE_OFF_RULE
+        + " Exact commands: `eval_<setting>.json`.",
+        "",
+    ]
+    for evaluation in ordered:
+        variation = evaluation["variation"]
+        spread = variation["mean_pixel_std_255"]
         sections += [
             f"### {evaluation['setting']}",
             "",
-            f"{evaluation_crops(evaluation)}: crop i degraded with seed {crop_seed} (as `indi degrade --seed`) and "
-            "restored with that seed (as `indi restore --seed`); mean over crops. "
-            "Sharpness = Laplacian energy of the output over that of the clean "
-            "image. Machine: " + evaluation["machine"] + ".",
-            "",
+            *([protocol(evaluation), ""] if len(protocols) > 1 else []),
             table_markdown(evaluation),
             "",
             trade_off_sentence(evaluation, repeated),
             "",
-            f"Sample variation (eps = {evaluation['model_eps']:g}): mean per-pixel standard deviation over "
-            f"{variation['seeds']} seeds at {variation['steps']} steps = **{variation['mean_pixel_std_255']:.2f}/255** "
-            f"({variation['images']} photos, 256 px crops). {eps_cost(evaluation)}",
+            (
+                f"Sample variation: per-pixel standard deviation over {variation['seeds']} seeds at "
+                f"{variation['steps']} steps, mean over {variation['images']} photos: **{spread:.2f}/255**."
+                if spread is not None
+                else "Sample variation: not measured."
+            ),
             "",
             f"![perception–distortion plot](eval_{evaluation['setting']}.png)",
             "",
-            f"Reproduce: `{evaluation['command']}`",
-            "",
         ]
-    stages = training_stages(info)
     sections += [
         "## Training",
         "",
-        f"- Network: InDINet (NAFNet-style, time-conditioned), width {unet['width']}, input pixel-unshuffle "
-        f"{unet.get('unshuffle', 2)}, encoder blocks {unet['encoder_blocks']}, middle {unet['middle_blocks']}, decoder "
-        f"{unet['decoder_blocks']}; fp16 safetensors.",
-        f"- InDI: eps = {scheduler['eps']:g} ({scheduler['noise_schedule']} schedule), "
-        f"p(t) = {t_sampling_text(scheduler)}, {loss_text(train_args.get('loss'))} on the predicted clean image"
-        f"{' (last stage)' if len(stages) > 1 else ''}. "
-        f"{spacing_text(scheduler)}",
-        *(stage_line(number, stage, len(stages), task.task_id) for number, stage in enumerate(stages, 1)),
-        f"- Data: {DATA_SUMMARY}",
+        f"InDI: eps = {scheduler['eps']:g} ({scheduler['noise_schedule']} schedule), "
+        f"p(t) = {t_sampling_text(scheduler)}, {loss_text(info['args'].get('loss'))} on the predicted clean image"
+        f"{' (last stage)' if len(stages) > 1 else ''}. {spacing_text(scheduler)}",
+        "",
+        stage_table(stages, task.task_id),
+        "",
+        ("Each stage fine-tunes the one before. " if len(stages) > 1 else "")
+        + 'AdamW, warm-up then cosine; p(t) "t = 1 at w": uniform on (0, 1] mixed with t = 1 at weight w. Exact '
+        "commands: `train_info.json`.",
+        "",
+        f"Data: {DATA_SUMMARY}",
         "",
         "## Limitations",
         "",
-        f"- A short run ({total_training_text(stages)}) on 29 photos: the numbers above are what this model does, not "
-        "what InDI can do with the paper's budget. Fine-tune with `train/train_indi.py --init_from` on your own data.",
+        f"- A short training ({total_training_text(stages)}) on 29 photos: these numbers are what this model does, "
+        "not what InDI can do with the paper's budget. Fine-tune it on your data: `python -m train.train_indi "
+        "--init_from`.",
         *floor_limitations(evaluations, task.task_id, repeated, stages),
         "- Synthetic degradations only; see the failure cases above.",
         "- Extra steps invent plausible detail: do not use the output as evidence of what was in the scene.",
@@ -660,8 +882,17 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="Write README.md (model card) of an InDI model repo.")
     parser.add_argument("folders", nargs="+", help="Model repo folders (with eval_*.json and train_info.json).")
     parser.add_argument("--hub_org", default=None, help="Hub organisation for the usage snippet (default: registry).")
+    parser.add_argument(
+        "--measure_speed",
+        action="store_true",
+        help=f"first time the network's {SPEED_SIZE}x{SPEED_SIZE} forward on this CPU with {SPEED_THREADS} threads and "
+        f"write {SPEED_FILE} (the card's speed line); each run first waits for a quiet CPU",
+    )
     args = parser.parse_args(argv)
     for folder in map(Path, args.folders):
+        if args.measure_speed:
+            (folder / SPEED_FILE).write_text(json.dumps(measure_speed(folder), indent=2) + "\n")
+            print(f"wrote {folder / SPEED_FILE}")
         card = build_card(folder, args.hub_org)
         card.save(folder / "README.md")
         print(f"wrote {folder / 'README.md'}")
