@@ -732,6 +732,39 @@ def details_table(folder: Path, task, unet: dict, base: tuple[str, int] | None) 
     return "\n".join(["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)])
 
 
+def estimator_lines(folder: Path) -> list[str]:
+    """The card's section on the repo's start estimator (strength="auto"), from estimator/train_info.json; none
+    without one."""
+    path = folder / "estimator" / "train_info.json"
+    if not path.is_file():
+        return []
+    info = json.loads(path.read_text())
+    validation, calibration = info.get("validation"), info.get("calibration")
+    error = (
+        f"Its error on t over {validation['crops']} held-out crops: mean {validation['mae']:.3f}, 90th percentile "
+        f"{validation['p90_abs_error']:.3f}. "
+        if validation
+        else ""
+    )
+    threshold = (
+        f"Below t = {calibration['nothing_below']:g} (the 95th percentile of its estimates on "
+        f"{calibration['photos']} clean held-out photos) an image is returned unchanged. "
+        if calibration
+        else ""
+    )
+    return [
+        '## Start estimator (`strength="auto"`)',
+        "",
+        f"`estimator/` reads each image's t on this task's path, so the walk starts where the image is (the default "
+        f"of the pipeline, `indi restore` and the Space; a number still works). Trained {info['steps']} steps "
+        f"({info['wall_seconds'] / 60:.0f} min on {info['device']}) on the x_t samples of the training photos. "
+        + error
+        + threshold
+        + "How auto compares with strength 1 and the best fixed strength: `docs/blind.md` of the project.",
+        "",
+    ]
+
+
 def build_card(folder: Path, hub_org: str | None) -> ModelCard:
     model_index = json.loads((folder / "model_index.json").read_text())
     task = get_task(model_index["task"])
@@ -844,6 +877,7 @@ def build_card(folder: Path, hub_org: str | None) -> ModelCard:
             f"![perception–distortion plot](eval_{evaluation['setting']}.png)",
             "",
         ]
+    sections += estimator_lines(folder)
     sections += [
         "## Training",
         "",

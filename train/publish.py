@@ -33,7 +33,7 @@ from train import remote_code
 CARD_NAME = "README.md"
 INDEX_NAME = "model_index.json"
 # Top-level files that belong on the Hub besides the card and model_index.json.
-TOP_LEVEL_PATTERNS = ("eval_*.json", "eval_*.md", "eval_*.png", "floor_check.json", "train_info.json")
+TOP_LEVEL_PATTERNS = ("eval_*.json", "eval_*.md", "eval_*.png", "floor_check.json", "speed.json", "train_info.json")
 # Files a component folder may contribute (configs and weights; weights are safetensors only).
 COMPONENT_PATTERNS = ("*.json", "*.safetensors")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
