@@ -1,4 +1,10 @@
-"""Shared tiny fixtures. Tests never touch the network: offline mode is set before huggingface_hub is imported."""
+"""Shared tiny fixtures, inherited by every subfolder (tests/library, tests/train, ... mirror the code's folders);
+plain helpers that several files share are in helpers.py. Tests never touch the network: offline mode is set before
+huggingface_hub is imported.
+
+Markers (pyproject.toml): ``slow`` (more than a few seconds), ``browser``, ``load``. The quick subset:
+``python -m pytest -q -m "not slow and not browser and not load"``.
+"""
 
 import os
 
@@ -97,3 +103,43 @@ def inductor_cache(tmp_path_factory):
         os.environ.pop(COMPILE_CACHE_ENV, None)
     else:
         os.environ[COMPILE_CACHE_ENV] = previous
+
+
+@pytest.fixture(scope="module")
+def train_indi():
+    """train/train_indi.py as a module (its ``main(argv)`` runs a whole training in this process)."""
+    import importlib.util
+
+    from helpers import SCRIPT
+
+    spec = importlib.util.spec_from_file_location("train_indi_under_test", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def clean_dir(tmp_path_factory):
+    """A folder of three 80x80 textures to train on."""
+    from helpers import make_folder
+
+    return make_folder(tmp_path_factory.mktemp("clean") / "train")
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty HF cache that huggingface_hub (and so diffusers) uses by default, offline."""
+    import huggingface_hub.constants
+
+    home = tmp_path / "hf_home"
+    cache = home / "hub"
+    cache.mkdir(parents=True)
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads its constants at import: patch the module attributes its functions read at call time.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HOME", str(home))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HUGGINGFACE_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    return cache

@@ -18,7 +18,7 @@ from conftest import save_tiny_repo
 from indi_pipeline.cli import main
 from indi_pipeline.tasks import TASKS
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -271,6 +271,7 @@ def test_every_flag_has_help():
             assert action.help, f"indi {name} {action.option_strings or action.dest} has no help"
 
 
+@pytest.mark.slow
 def test_python_dash_m_subprocess(tiny_repo, tmp_path):
     good = write_image(tmp_path / "ok.png", 32, 32)
     bad = tmp_path / "broken.png"
@@ -305,6 +306,7 @@ def test_python_dash_m_subprocess(tiny_repo, tmp_path):
     assert "ok.png" in result.stdout
 
 
+@pytest.mark.slow
 def test_accelerate_launch_shares_a_folder_and_matches_one_process(tiny_repo, tmp_path):
     import socket
 
@@ -415,6 +417,7 @@ def test_lazy_package_exports_its_public_names():
         indi_pipeline.nope  # noqa: B018
 
 
+@pytest.mark.slow
 def test_indi_bench_runs_the_checkout_benchmark(tmp_path):
     """`indi bench` is a thin entry point: it runs benchmarks/bench.py of the checkout and passes its arguments on."""
     result = subprocess.run(

@@ -40,7 +40,7 @@ from conftest import make_tiny_pipeline, save_tiny_repo
 
 from indi_pipeline.image_io import ImageFileError, open_image_file, to_image_batches
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TIME_LIMIT_S = 30  # per file, for the library and the app (one request)
 CLI_TIME_LIMIT_S = 240  # the whole CLI run, interpreter start-up and every file included
 MEMORY_LIMIT_MB = 2000  # peak resident memory of the CLI run and of the app server
@@ -353,6 +353,7 @@ def cli_run(hostile, good, tiny_repo, tmp_path_factory):
     return result, out, time.perf_counter() - start
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("row_id", ROWS)
 def test_cli(row_id, hostile, cli_run):
     path, reference = hostile[row_id]
@@ -370,6 +371,7 @@ def test_cli(row_id, hostile, cli_run):
         assert not output.exists()
 
 
+@pytest.mark.slow
 def test_cli_keeps_going_within_bounded_time_and_memory(cli_run):
     result, out, seconds = cli_run
     refused = sum(MATRIX[row_id].cli is not RESTORES for row_id in MATRIX)
@@ -402,6 +404,7 @@ def _app_restore(client, path: Path) -> PIL.Image.Image:
         return restored
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("row_id", ROWS)
 def test_app(row_id, hostile, good, app):
     from gradio_client.exceptions import AppError
@@ -410,6 +413,7 @@ def test_app(row_id, hostile, good, app):
     check_row("app", row_id, hostile, good, lambda path: _app_restore(client, path), AppError)
 
 
+@pytest.mark.slow
 def test_app_server_memory_stays_bounded(app):
     """Runs after the rows: the server is alive and never held more than MEMORY_LIMIT_MB (peak, from /proc)."""
     _, process = app

@@ -7,7 +7,7 @@ import pytest
 
 from research import compare_floor_checks
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _floor_check(gains, task="motion_deblur", crops=32, first_seed=0):

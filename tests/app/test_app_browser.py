@@ -3,7 +3,7 @@
 It loads the page, picks the 4x super-resolution task, uploads an example photo, ticks "degrade it first", presses
 Restore, waits until the before/after slider shows the restored image (and the PSNR/LPIPS report), and saves a
 screenshot: to $INDI_SCREENSHOT when set (`INDI_SCREENSHOT=docs/images/screenshot.png python -m pytest -q
-tests/test_app_browser.py` refreshes the committed one), else to pytest's tmp folder. Skips with the reason when
+tests/app/test_app_browser.py` refreshes the committed one), else to pytest's tmp folder. Skips with the reason when
 chromium or the playwright package is missing.
 
 Needs: `apt-get install -y chromium` and `pip install playwright`.
@@ -19,6 +19,8 @@ import pytest
 
 from benchmarks.app_server import REPO, running_app
 from indi_pipeline.tasks import TASKS
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = os.environ.get("INDI_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = [

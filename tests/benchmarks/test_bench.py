@@ -109,6 +109,7 @@ def test_bad_sizes_are_refused(tiny_repo):
         main(["--model", str(tiny_repo), "--sizes", "30", "--repeats", "1"])
 
 
+@pytest.mark.slow
 def test_tiled_rows_time_memory_and_seams(tiny_repo, tmp_path, capsys):
     out = tmp_path / "tiled.json"
     assert (
@@ -149,6 +150,7 @@ def test_tiled_rows_time_memory_and_seams(tiny_repo, tmp_path, capsys):
     assert "tiled vs untiled PSNR" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_compile_rows(tiny_repo, tmp_path, inductor_cache, capsys):
     out = tmp_path / "result.json"
     assert (

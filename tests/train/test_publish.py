@@ -27,7 +27,7 @@ from huggingface_hub import EvalResult, ModelCardData
 
 from indi_pipeline import InDINet, InDIPipeline, InDIScheduler, __version__
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 REPO_ID = "indi-test-org/indi-tiny-sr4"
 
 
@@ -375,6 +375,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow
 def test_plain_diffusers_loads_the_staged_repo_with_trust_remote_code(staged, tmp_path):
     folder, staging = staged
     env = {

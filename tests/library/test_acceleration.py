@@ -18,6 +18,7 @@ def _restore(pipe, image, steps=3):
     return pipe(image, num_inference_steps=steps, generator=torch.Generator().manual_seed(0), output_type="pt").images
 
 
+@pytest.mark.slow
 def test_channels_last_gives_the_same_restoration():
     image = torch.rand(2, 3, 24, 40, generator=torch.Generator().manual_seed(0))
     eager = _restore(make_tiny_pipeline(eps=0.02), image)
@@ -27,6 +28,7 @@ def test_channels_last_gives_the_same_restoration():
     torch.testing.assert_close(_restore(pipe, image), eager, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_compiled_network_matches_eager(inductor_cache):
     """The real inductor path (frozen weights, C++ kernels) on a tiny net; its kernels go to the given cache."""
     assert os.environ[COMPILE_CACHE_ENV] == str(inductor_cache)
@@ -51,6 +53,7 @@ print((before - resident()) / 2**20)  # MiB handed back to the kernel when they 
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc malloc only")
 def test_reused_memory_stays_in_the_process_instead_of_going_back_to_the_kernel():
     """With glibc's defaults, freed 8 MiB feature maps go back to the kernel, so the next forward page-faults them in

@@ -11,9 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import PIL.Image
+import pytest
 from conftest import save_tiny_repo
 
-ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # a whole zoo training session in shell
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _workspace(tmp_path: Path) -> Path:

@@ -10,7 +10,7 @@ from PIL import Image
 from indi_pipeline import metrics
 from indi_pipeline.lpips import LPIPS
 
-DATA = Path(__file__).parent / "data" / "lpips_ref"
+DATA = Path(__file__).resolve().parents[1] / "data" / "lpips_ref"
 # LPIPS-alex v0.1 reference values (design.md section 5; pyiqa ResultsCalibra, see SOURCE.md)
 LPIPS_REF = {"I03": 0.7237, "I04": 0.2572, "I06": 0.0508, "I08": 0.0520, "I19": 0.4253}
 

@@ -21,6 +21,8 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402  (after the skip)
 from gradio_client.exceptions import AppError  # noqa: E402
 
+pytestmark = pytest.mark.slow  # each test talks to app.py running in a subprocess
+
 EXAMPLE = REPO / "examples" / "cups.png"
 # The app offers the tasks whose model is bundled and defaults to the first of them (app.AVAILABLE_TASKS).
 BUNDLED = [t for t, spec in TASKS.items() if (spec.local_path / "model_index.json").is_file()]

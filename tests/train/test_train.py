@@ -7,7 +7,6 @@ a run that is killed with SIGKILL after a checkpoint. Everything else calls the 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -20,83 +19,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import (
+    FAST,
+    MODULE,
+    ROOT,
+    TINY,
+    assert_fp16_repo,
+    info,
+    make_folder,
+    make_pairs,
+    subprocess_env,
+    texture,
+)
 from PIL import Image
-
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "train" / "train_indi.py"
-MODULE = "train.train_indi"  # run as `python -m train.train_indi` from the checkout's root
-
-# Tiny InDINet (input multiple 2 * 2**2 = 8; crops must be a multiple of that).
-TINY = ["--width", "12", "--encoder_blocks", "1", "1", "--decoder_blocks", "1", "1", "--middle_blocks", "1"]
-FAST = [
-    "--resolution",
-    "64",
-    "--train_batch_size",
-    "2",
-    "--dataloader_num_workers",
-    "0",
-    "--lr_warmup_steps",
-    "1",
-    "--logging_steps",
-    "1",
-    "--validation_steps",
-    "0",
-    "--seed",
-    "0",
-]
 
 
 # ---------------------------------------------------------------------------------------------------------- helpers
-def _texture(seed: int, size: int = 80) -> Image.Image:
-    """Random texture with some structure (smoothed noise + stripes), uint8 RGB."""
-    rng = np.random.default_rng(seed)
-    noise = rng.random((size, size, 3))
-    smooth = (noise + np.roll(noise, 1, 0) + np.roll(noise, 1, 1) + np.roll(noise, (1, 1), (0, 1))) / 4
-    yy, xx = np.mgrid[:size, :size]
-    stripes = 0.5 + 0.5 * np.sin((xx + 2 * yy) * (0.2 + 0.1 * seed))[..., None]
-    return Image.fromarray((255 * (0.6 * smooth + 0.4 * stripes)).clip(0, 255).astype(np.uint8))
-
-
-def make_folder(folder: Path, n: int = 3, size: int = 80, seed: int = 0) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        _texture(seed + i, size).save(folder / f"img{i}.png")
-    return folder
-
-
-def make_pairs(folder: Path, names=("a", "b", "c"), degraded_names=None) -> Path:
-    (folder / "clean").mkdir(parents=True, exist_ok=True)
-    (folder / "degraded").mkdir(parents=True, exist_ok=True)
-    for i, name in enumerate(names):
-        _texture(i).save(folder / "clean" / f"{name}.png")
-    for i, name in enumerate(degraded_names if degraded_names is not None else names):
-        # a "real" degradation the library does not model: a colour cast plus quantisation
-        array = np.asarray(_texture(i)).astype(np.float32)
-        array = (np.round(array * np.array([0.9, 1.0, 0.8]) / 16) * 16).clip(0, 255).astype(np.uint8)
-        Image.fromarray(array).save(folder / "degraded" / f"{name}.png")
-    return folder
-
-
+# Those that test_crash_safe_training.py and test_device_crops.py share are in tests/helpers.py.
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def subprocess_env() -> dict:
-    env = dict(os.environ)
-    env.update(
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        DIFFUSERS_OFFLINE="1",
-        OMP_NUM_THREADS="1",
-        MKL_NUM_THREADS="1",
-        PYTHONUNBUFFERED="1",
-        TOKENIZERS_PARALLELISM="false",
-        PYTHONPATH=str(ROOT),  # the train package, for children that run a file rather than `-m`
-    )
-    env.pop("ACCELERATE_CONFIG_FILE", None)
-    return env
 
 
 def run_script(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
@@ -112,48 +55,13 @@ def run_script(args: list[str], timeout: float = 120) -> subprocess.CompletedPro
     return result
 
 
-@pytest.fixture(scope="module")
-def train_indi():
-    """The script as a module (its ``main(argv)`` runs a whole training in this process)."""
-    spec = importlib.util.spec_from_file_location("train_indi_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def clean_dir(tmp_path_factory):
-    return make_folder(tmp_path_factory.mktemp("clean") / "train")
-
-
-def info(out: Path) -> dict:
-    return json.loads((out / "train_info.json").read_text())
-
-
-def assert_fp16_repo(out: Path, t_sampling: str = "uniform") -> None:
-    from safetensors import safe_open
-
-    assert (out / "model_index.json").is_file()
-    index = json.loads((out / "model_index.json").read_text())
-    assert index["_class_name"] == "InDIPipeline"
-    config = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
-    assert config["t_sampling"] == t_sampling
-    weights = out / "unet" / "diffusion_pytorch_model.safetensors"
-    assert (out / "unet" / "config.json").is_file() and weights.is_file()
-    with safe_open(str(weights), framework="pt") as f:
-        keys = list(f.keys())
-        assert keys
-        dtypes = {f.get_tensor(k).dtype for k in keys}
-    assert dtypes == {torch.float16}, dtypes
-
-
 def assert_restores(out: Path, size=(40, 36), factor: int = 1) -> None:
     """The repo loads with InDIPipeline.from_pretrained and restores an odd-sized image to the right size."""
     from indi_pipeline import InDIPipeline
 
     pipe = InDIPipeline.from_pretrained(str(out), torch_dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
-    image = _texture(5, 48).crop((0, 0, *size))
+    image = texture(5, 48).crop((0, 0, *size))
     restored = pipe(image, num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]
     assert restored.size == (size[0] * factor, size[1] * factor)
     array = np.asarray(restored)
@@ -161,6 +69,7 @@ def assert_restores(out: Path, size=(40, 36), factor: int = 1) -> None:
 
 
 # -------------------------------------------------------------------------------------------------- 1. one process
+@pytest.mark.slow
 def test_single_process_writes_loadable_fp16_repo(tmp_path, clean_dir):
     out = tmp_path / "out"
     run_script(
@@ -189,6 +98,7 @@ def test_single_process_writes_loadable_fp16_repo(tmp_path, clean_dir):
 
 
 # ------------------------------------------------------------------------------------------ 2. two processes, gloo
+@pytest.mark.slow
 def test_two_cpu_processes_gloo(tmp_path, clean_dir):
     out = tmp_path / "out"
     cmd = [
@@ -303,6 +213,7 @@ def test_resume_from_missing_checkpoint_starts_fresh(tmp_path, clean_dir, train_
     assert info(out)["resumed_from"] is None and info(out)["global_step"] == 1
 
 
+@pytest.mark.slow
 def test_kill_after_checkpoint_then_resume_latest(tmp_path, clean_dir, train_indi):
     out = tmp_path / "out"
     common = [
@@ -521,6 +432,7 @@ def test_argument_errors(tmp_path, train_indi, capsys):
 
 
 # ------------------------------------------------------------------------------------------ 5. datasets imagefolder
+@pytest.mark.slow
 def test_dataset_name_imagefolder_offline(tmp_path, clean_dir, train_indi, monkeypatch):
     datasets = pytest.importorskip("datasets")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
@@ -569,7 +481,7 @@ def test_push_to_hub_uploads_output_folder_without_checkpoints(tmp_path, clean_d
 
     validation = tmp_path / "val"
     validation.mkdir()
-    _texture(9, 256).save(validation / "v.png")
+    texture(9, 256).save(validation / "v.png")
     out = tmp_path / "out"
     train_indi.main(
         [
@@ -712,6 +624,7 @@ def test_t_sampling_one_and_init_from(tmp_path, clean_dir, train_indi):
     assert_fp16_repo(grown)
 
 
+@pytest.mark.slow
 def test_psnr_and_nmse_losses_weigh_every_image_alike_and_train(tmp_path, clean_dir, train_indi):
     from indi_pipeline.metrics import psnr
 
@@ -850,6 +763,7 @@ def test_size_flags_with_init_from_are_refused(tmp_path, clean_dir, train_indi, 
     assert args.width is None and args.unshuffle is None
 
 
+@pytest.mark.slow
 def test_compile_trains_through_the_compiled_forward_and_saves_the_plain_network(
     tmp_path, clean_dir, train_indi, monkeypatch
 ):

@@ -1,6 +1,6 @@
 """Crash-safe training (issue 7): a kill -9 in the middle of a checkpoint save leaves the last complete checkpoint to
 resume from, and a run whose loss turns NaN stops with a message, keeps its last good checkpoint and writes no NaN
-weights anywhere. Data, flags and helpers come from test_train.py.
+weights anywhere. Data, flags and helpers come from tests/helpers.py.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import FAST, ROOT, SCRIPT, TINY, assert_fp16_repo, info, subprocess_env
 from safetensors.torch import load_file
-from test_train import FAST, ROOT, SCRIPT, TINY, assert_fp16_repo, clean_dir, info, subprocess_env, train_indi  # noqa: F401
 
 # Runs train_indi.main, except that the second checkpoint save stalls halfway: accelerate has written the model,
 # optimizer and RNG states into the temporary folder but not yet the LR-scheduler and EMA states. There it writes the
@@ -69,7 +69,8 @@ def common_args(clean_dir: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
-def test_kill_during_checkpoint_save_then_resume_latest(tmp_path, clean_dir, train_indi):  # noqa: F811
+@pytest.mark.slow
+def test_kill_during_checkpoint_save_then_resume_latest(tmp_path, clean_dir, train_indi):
     out, marker = tmp_path / "out", tmp_path / "stalled.txt"
     (tmp_path / "stalling_run.py").write_text(STALLING_RUN)
     log_path = tmp_path / "killed.log"
@@ -122,7 +123,7 @@ def test_kill_during_checkpoint_save_then_resume_latest(tmp_path, clean_dir, tra
 
 
 # --------------------------------------------------------------------------------------------------------- NaN
-def poison_network(monkeypatch, train_indi, from_call: int) -> None:  # noqa: F811
+def poison_network(monkeypatch, train_indi, from_call: int) -> None:
     """From its ``from_call``-th forward on, the network predicts NaN (so the loss, and after it the weights, go NaN)."""
     build_model = train_indi.build_model
 
@@ -164,7 +165,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(
     logging_steps,
     nan_step,
     detected_at,
-    last_good,  # noqa: F811
+    last_good,
 ):
     out = tmp_path / "out"
     # A first run leaves a finished model repo in the output folder; the run that diverges resumes from it.

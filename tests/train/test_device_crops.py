@@ -2,7 +2,7 @@
 
 The sampler is checked on tiny images whose every pixel names itself (channels = image id, row, column), so each
 crop is matched by brute force against the source images under the 8 flip/turn transforms of data.dihedral (the
-augmentation RandomCropStream applies). Data, flags and helpers for the training runs come from test_train.py.
+augmentation RandomCropStream applies). Data, flags and helpers for the training runs come from tests/helpers.py.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import collections
 import numpy as np
 import pytest
 import torch
-from test_train import FAST, ROOT, TINY, clean_dir, info, make_pairs, train_indi  # noqa: F401
+from helpers import FAST, TINY, info, make_pairs
 
 from train.data import dihedral
 from train.device_crops import DeviceCropSampler, crop_index
@@ -98,13 +98,13 @@ def test_rejects_images_smaller_than_the_crop():
 
 
 # ------------------------------------------------------------------------------------------- train_indi.py
-def _run(train_indi, out, *argv):  # noqa: F811
+def _run(train_indi, out, *argv):
     train_indi.main(["--output_dir", str(out), "--max_train_steps", "2", "--report_to", "none", *FAST, *TINY, *argv])
     return info(out)
 
 
 @pytest.mark.parametrize("crop_sampler", ["device", "workers"])
-def test_training_runs_with_each_crop_sampler(tmp_path, clean_dir, train_indi, crop_sampler):  # noqa: F811
+def test_training_runs_with_each_crop_sampler(tmp_path, clean_dir, train_indi, crop_sampler):
     data = _run(
         train_indi,
         tmp_path / "out",
@@ -119,7 +119,7 @@ def test_training_runs_with_each_crop_sampler(tmp_path, clean_dir, train_indi, c
     assert all(np.isfinite(h["loss"]) for h in data["history"] if "loss" in h)
 
 
-def test_auto_picks_workers_for_synthetic_jpeg(tmp_path, clean_dir, train_indi, capsys):  # noqa: F811
+def test_auto_picks_workers_for_synthetic_jpeg(tmp_path, clean_dir, train_indi, capsys):
     data = _run(train_indi, tmp_path / "out", "--task", "jpeg", "--train_data_dir", str(clean_dir))
     assert data["args"]["crop_sampler"] == "auto" and data["crop_sampler"] == "workers"
     assert "PIL" in data["crop_sampler_reason"]
@@ -130,7 +130,7 @@ def test_auto_picks_workers_for_synthetic_jpeg(tmp_path, clean_dir, train_indi, 
     assert "cannot JPEG-compress" in capsys.readouterr().err
 
 
-def test_auto_picks_device_for_pairs_unless_the_images_are_too_big(tmp_path, train_indi, monkeypatch):  # noqa: F811
+def test_auto_picks_device_for_pairs_unless_the_images_are_too_big(tmp_path, train_indi, monkeypatch):
     pairs = make_pairs(tmp_path / "pairs")
     argv = ["--task", "jpeg", "--paired_data_dir", str(pairs), "--output_dir", str(tmp_path / "out"), *FAST]
     args = train_indi.parse_args(argv)
@@ -144,7 +144,7 @@ def test_auto_picks_device_for_pairs_unless_the_images_are_too_big(tmp_path, tra
     assert sampler == "workers" and batch["clean"].shape == batch["degraded"].shape == (2, 3, 64, 64)
 
 
-def test_crop_bench_runs(clean_dir):  # noqa: F811
+def test_crop_bench_runs(clean_dir):
     from benchmarks import crop_bench
 
     result = crop_bench.main(

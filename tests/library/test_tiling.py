@@ -53,6 +53,7 @@ def test_tile_larger_than_image_is_exactly_untiled():
     assert torch.equal(_run(pipe, image, tile_size=512), _run(pipe, image, tile_size=0))
 
 
+@pytest.mark.slow
 def test_automatic_tiling_above_one_megapixel_and_progress_counts_tiles(monkeypatch):
     pipe = make_tiny_pipeline()
     calls = []

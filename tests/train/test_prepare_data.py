@@ -12,7 +12,7 @@ import os
 import pytest
 from PIL import Image
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(ROOT, "train", "prepare_data.py")
 MANIFEST = os.path.join(ROOT, "train", "photo_manifest.json")
 

@@ -4,7 +4,7 @@ told the queue is full. Every call must complete or be refused that way, the ser
 its memory must not grow by more than one restore's worth. Uses the bundled jpeg model; skipped if it is missing.
 
 (That uploads above max_file_size are refused with a message is
-tests/test_app.py::test_upload_over_the_file_size_limit_is_refused.)
+tests/app/test_app.py::test_upload_over_the_file_size_limit_is_refused.)
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import pytest
 from indi_pipeline.tasks import TASKS
 
 pytest.importorskip("gradio_client")
+
+pytestmark = [pytest.mark.load, pytest.mark.slow]
 
 CALLERS = 16
 QUEUE_SIZE = 2  # waiting requests; with the one running, 3 of the 16 simultaneous callers fit at most at once

@@ -20,7 +20,7 @@ from indi_pipeline import acceleration, machine
 from indi_pipeline.acceleration import DTYPE_ENV, dtype_name, optimize_for_inference, resolve_dtype
 from indi_pipeline.metrics import psnr
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -76,6 +76,7 @@ def _restore(pipe, image, **kwargs):
     return pipe(image, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="pt", **kwargs)
 
 
+@pytest.mark.slow
 def test_bf16_runs_the_network_in_bf16_and_the_walk_in_fp32():
     pipe = optimize_for_inference(make_tiny_pipeline(eps=0.02), dtype="bf16")
     assert dtype_name(pipe.autocast_dtype) == "bf16"
@@ -130,6 +131,7 @@ def _cli(*args, env_extra=None):
     )
 
 
+@pytest.mark.slow
 def test_cli_dtype_flag_and_env(tmp_path):
     repo = save_tiny_repo(tmp_path / "repo", task="jpeg")
     photo = tmp_path / "photo.png"
@@ -156,6 +158,7 @@ def app_module():
     return app
 
 
+@pytest.mark.slow
 def test_space_uses_cuda_when_torch_sees_a_gpu(app_module, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert app_module.inference_device() == "cuda"
@@ -163,6 +166,7 @@ def test_space_uses_cuda_when_torch_sees_a_gpu(app_module, monkeypatch):
     assert app_module.inference_device() == "cpu"
 
 
+@pytest.mark.slow
 def test_space_wraps_handlers_for_zerogpu_only_when_spaces_is_installed(app_module, monkeypatch):
     def handler():
         return "ran"

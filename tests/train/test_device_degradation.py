@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_train import clean_dir  # noqa: F401
 
 import indi_pipeline.degradations as degradations
 from train.device_degradation import DeviceDegrader, disk_kernel_bank
@@ -87,7 +86,8 @@ def test_disk_bank_is_the_library_s_disks_in_chunks():
     assert torch.allclose(degradations.defocus_blur(clean, kernels=bank[:2], noise_sigma=0), by_radius, atol=1e-6)
 
 
-def test_batch_bench_runs_every_device_task(clean_dir):  # noqa: F811
+@pytest.mark.slow
+def test_batch_bench_runs_every_device_task(clean_dir):
     from benchmarks import batch_bench
 
     result = batch_bench.main(

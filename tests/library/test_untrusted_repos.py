@@ -19,11 +19,11 @@ import pytest
 import torch
 from conftest import TINY_NET_KWARGS, make_tiny_pipeline
 from diffusers import DiffusionPipeline
+from helpers import HUB_REPO_ID, build_hub_cache
 from safetensors.torch import load_file, save_file
-from test_hub_loading import REPO_ID, build_hub_cache, hub_cache  # noqa: F401 (hub_cache is a fixture)
-from test_publish import remote_code
 
 from indi_pipeline import InDINet, InDIPipeline
+from train import remote_code
 
 WEIGHTS = Path("unet", "diffusion_pytorch_model.safetensors")
 # What the generated code of a published repo is (train/remote_code.py): files diffusers runs when trusted.
@@ -206,7 +206,7 @@ def _classes(loaded) -> list[type]:
     ROWS,
     ids=[f"{row[0].__name__}-{row[1]}-{row[2].replace(' ', '_')}" for row in ROWS],
 )
-def test_untrusted_repo(tmp_path, hub_cache, modules_cache, break_repo, loader, source, expect):  # noqa: F811
+def test_untrusted_repo(tmp_path, hub_cache, modules_cache, break_repo, loader, source, expect):
     repo, marker = tmp_path / "repo", tmp_path / "executed.txt"
     make_tiny_pipeline().save_pretrained(repo)
     if LOADERS[loader].published:
@@ -214,8 +214,8 @@ def test_untrusted_repo(tmp_path, hub_cache, modules_cache, break_repo, loader, 
     break_repo(repo, marker)
     where = repo
     if source == "hub id":
-        build_hub_cache(hub_cache, REPO_ID, repo)
-        where = REPO_ID
+        build_hub_cache(hub_cache, HUB_REPO_ID, repo)
+        where = HUB_REPO_ID
 
     if expect.error is None:
         loaded = LOADERS[loader].load(where)

@@ -7,7 +7,6 @@ The cache is built exactly as huggingface_hub lays it out::
                                  /refs/main            (the commit hash)
 """
 
-import hashlib
 import json
 import os
 import shutil
@@ -19,72 +18,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_tiny_pipeline
+from helpers import HUB_REPO_ID, build_hub_cache
 from safetensors.torch import load_file
 
 from indi_pipeline import InDINet, InDIPipeline, InDIScheduler
-
-REPO_ID = "indi-test-org/indi-tiny"
-LFS_SUFFIXES = (".safetensors", ".bin")
-
-
-def _blob_name(path: Path, data: bytes) -> str:
-    if path.suffix in LFS_SUFFIXES:  # LFS files are stored under their sha256
-        return hashlib.sha256(data).hexdigest()
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # git blob id
-
-
-def build_hub_cache(cache_dir: Path, repo_id: str, source: Path, with_tree: bool = False) -> Path:
-    """Lays ``source`` (a repo folder) out in ``cache_dir`` as a downloaded Hub repo; returns the snapshot folder.
-
-    ``with_tree`` also writes the repo's cached tree listing (``trees/<commit>.json``, written by huggingface_hub
-    >= 1.x after an online download), which makes diffusers filter files (e.g. refuse pickles) before loading.
-    """
-    repo_dir = cache_dir / ("models--" + repo_id.replace("/", "--"))
-    commit = hashlib.sha1(f"{repo_id}@{source}".encode()).hexdigest()
-    snapshot = repo_dir / "snapshots" / commit
-    (repo_dir / "blobs").mkdir(parents=True)
-    entries = {}
-    for file in sorted(p for p in source.rglob("*") if p.is_file()):
-        rel = file.relative_to(source).as_posix()
-        data = file.read_bytes()
-        blob = repo_dir / "blobs" / _blob_name(file, data)
-        blob.write_bytes(data)
-        link = snapshot / rel
-        link.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(os.path.relpath(blob, link.parent), link)
-        entries[rel] = (len(data), file.suffix in LFS_SUFFIXES, blob.name, data)
-    (repo_dir / "refs").mkdir()
-    (repo_dir / "refs" / "main").write_text(commit)
-    if with_tree:
-        tree_cache = pytest.importorskip("huggingface_hub._tree_cache")
-        tree = {  # the Hub's blob_id is the git blob id (of the LFS pointer for LFS files; any hex does here)
-            rel: tree_cache.TreeCacheEntry(
-                size=size,
-                blob_id=hashlib.sha1(data).hexdigest() if lfs else name,
-                lfs_sha256=name if lfs else None,
-                lfs_size=size if lfs else None,
-            )
-            for rel, (size, lfs, name, data) in entries.items()
-        }
-        tree_cache.write_tree_cache(str(repo_dir), commit, tree)
-    return snapshot
-
-
-@pytest.fixture
-def hub_cache(tmp_path, monkeypatch):
-    """An empty HF cache that huggingface_hub (and so diffusers) uses by default, offline."""
-    home = tmp_path / "hf_home"
-    cache = home / "hub"
-    cache.mkdir(parents=True)
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    # huggingface_hub reads its constants at import: patch the module attributes its functions read at call time.
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HOME", str(home))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(huggingface_hub.constants, "HUGGINGFACE_HUB_CACHE", str(cache))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    return cache
 
 
 @pytest.fixture
@@ -153,23 +90,23 @@ def test_components_can_be_replaced_at_load(saved_pipe):
 @pytest.mark.parametrize("with_tree", [False, True])
 def test_load_by_repo_id_from_hub_cache(hub_cache, saved_pipe, with_tree):
     pipe, folder = saved_pipe
-    snapshot = build_hub_cache(hub_cache, REPO_ID, folder, with_tree=with_tree)
+    snapshot = build_hub_cache(hub_cache, HUB_REPO_ID, folder, with_tree=with_tree)
     assert (snapshot / "unet" / "diffusion_pytorch_model.safetensors").is_symlink()
 
     # The Hub code path resolves the cached snapshot (no network: offline)
     assert huggingface_hub.constants.HF_HUB_OFFLINE
-    resolved = huggingface_hub.snapshot_download(REPO_ID)
+    resolved = huggingface_hub.snapshot_download(HUB_REPO_ID)
     assert Path(resolved) == snapshot
-    assert Path(huggingface_hub.snapshot_download(REPO_ID, cache_dir=hub_cache)) == snapshot
-    config = huggingface_hub.hf_hub_download(REPO_ID, "unet/config.json")
+    assert Path(huggingface_hub.snapshot_download(HUB_REPO_ID, cache_dir=hub_cache)) == snapshot
+    config = huggingface_hub.hf_hub_download(HUB_REPO_ID, "unet/config.json")
     assert Path(config).resolve().parent.name == "blobs"
-    assert not os.path.isdir(REPO_ID)  # a repo id, not a local folder
+    assert not os.path.isdir(HUB_REPO_ID)  # a repo id, not a local folder
 
-    loaded = InDIPipeline.from_pretrained(REPO_ID)
-    assert loaded.name_or_path == REPO_ID
+    loaded = InDIPipeline.from_pretrained(HUB_REPO_ID)
+    assert loaded.name_or_path == HUB_REPO_ID
     _assert_same_pipeline(loaded, pipe)
     # explicit cache_dir works as well
-    _assert_same_pipeline(InDIPipeline.from_pretrained(REPO_ID, cache_dir=hub_cache), pipe)
+    _assert_same_pipeline(InDIPipeline.from_pretrained(HUB_REPO_ID, cache_dir=hub_cache), pipe)
 
 
 def test_missing_repo_in_cache_fails(hub_cache):
@@ -197,9 +134,9 @@ def test_pickle_weights_are_refused_in_a_folder(saved_pipe):
 @pytest.mark.parametrize("with_tree", [False, True])
 def test_pickle_weights_are_refused_from_the_hub(hub_cache, saved_pipe, with_tree):
     folder = _pickle_repo(saved_pipe[1])
-    build_hub_cache(hub_cache, REPO_ID, folder, with_tree=with_tree)
+    build_hub_cache(hub_cache, HUB_REPO_ID, folder, with_tree=with_tree)
     with pytest.raises(OSError, match="safetensors"):
-        InDIPipeline.from_pretrained(REPO_ID)
+        InDIPipeline.from_pretrained(HUB_REPO_ID)
 
 
 def test_missing_unet_folder(saved_pipe, hub_cache):
@@ -207,6 +144,6 @@ def test_missing_unet_folder(saved_pipe, hub_cache):
     shutil.rmtree(folder / "unet")
     with pytest.raises(OSError, match="unet/"):
         InDIPipeline.from_pretrained(folder)
-    build_hub_cache(hub_cache, REPO_ID, folder)
+    build_hub_cache(hub_cache, HUB_REPO_ID, folder)
     with pytest.raises(OSError, match="unet/"):
-        InDIPipeline.from_pretrained(REPO_ID)
+        InDIPipeline.from_pretrained(HUB_REPO_ID)
