@@ -4,7 +4,7 @@ t and x_t; no network), and on a GPU a check that the path never makes the CPU w
 
 The check runs the batches under ``torch.cuda.set_sync_debug_mode("error")``: any read of a device value, or a
 blocking copy, raises. A step that waits drains the GPU's queue, and the GPU then idles while the CPU prepares the
-next kernels. On the CPU the check does not apply (tests/test_device_degradation.py covers what it can there).
+next kernels. On the CPU the check does not apply (tests/train/test_device_degradation.py covers what it can there).
 
     python -m benchmarks.batch_bench --train_data_dir data/photos/train [--device cuda] [--json out.json]
 """

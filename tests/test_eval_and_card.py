@@ -240,6 +240,7 @@ def test_evaluation_never_restores_with_the_degradation_s_own_noise(tmp_path, mo
         assert abs(corr) < 0.05
 
 
+@pytest.mark.slow
 def test_floor_check_repeats_the_one_step_evaluation_over_disjoint_seed_sets(tmp_path):
     from research import floor_check
 
@@ -766,6 +767,7 @@ def test_oracle_deconvolution_tabulates_a_model_s_gain_by_blur_size(tmp_path):
     assert small["blur_size"] < large["blur_size"]
 
 
+@pytest.mark.slow
 def test_verify_zoo_reruns_the_recorded_evaluation_and_checks_the_card(tmp_path, capsys):
     """train/verify_zoo.py: a repo whose card and evaluation are current matches; a changed number or a hand-edited
     card is named."""

@@ -19,7 +19,7 @@ from indi_pipeline import InDIPipeline
 from indi_pipeline.estimation import InDIStartEstimator, grid_crops
 from indi_pipeline.tasks import TASKS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def make_estimator(seed: int = 0, **config) -> InDIStartEstimator:
@@ -159,6 +159,7 @@ def _run_cli(*args):
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_prints_the_estimate_per_file_and_refuses_auto_without_an_estimator(tmp_path):
     import PIL.Image
 
