@@ -89,7 +89,7 @@ def _score(restored: torch.Tensor, clean: torch.Tensor) -> tuple[float, float]:
     return min(psnr(restored, clean).item(), PSNR_CAP_DB), lpips(restored, clean).item()
 
 
-def run_task(task_id: str, crops, threads: int) -> dict:
+def run_task(task_id: str, crops) -> dict:
     repo = TASKS[task_id].local_path
     pipe = optimize_for_inference(InDIPipeline.from_pretrained(repo))
     pipe.set_progress_bar_config(disable=True)
@@ -106,7 +106,7 @@ def run_task(task_id: str, crops, threads: int) -> dict:
         estimates, truths = [], []
         for index, (_, clean) in enumerate(crops):
             y = degrade_fn(clean, degradation_generator(1000 + index)).float()
-            truth = true_t if true_t is not None else None
+            truth = true_t
             if task_id == "denoise" and true_t is None:
                 truth = float((y - clean).pow(2).mean().sqrt() / (50 / 255))
             truths.append(truth)
@@ -188,7 +188,7 @@ def main(argv=None) -> int:
         "data_dir": args.data_dir,
         "crops": len(crops),
         "crop": args.crop,
-        "tasks": [run_task(task, crops, args.threads) for task in tasks],
+        "tasks": [run_task(task, crops) for task in tasks],
     }
     print()
     for result in results["tasks"]:

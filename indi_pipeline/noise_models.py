@@ -13,7 +13,6 @@ training target or a benchmark's "true t" can be read off as ``rms / sigma_max``
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -75,8 +74,3 @@ def correlated_noise(x: torch.Tensor, rms, generator: torch.Generator | None = N
 def jpeg_after(x: torch.Tensor, quality) -> torch.Tensor:
     """A JPEG round trip (PIL, 4:2:0) at ``quality`` of an image that may already hold noise (clipped to [0, 1])."""
     return jpeg_compress(x.clamp(0, 1), quality=quality)
-
-
-def rms_of(difference: torch.Tensor) -> np.ndarray:
-    """Per-image RMS of a difference (the 'noise level' a denoiser's strength should match)."""
-    return difference.pow(2).mean(dim=(1, 2, 3)).sqrt().numpy()
