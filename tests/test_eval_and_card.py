@@ -449,8 +449,7 @@ def test_floor_sentences_judge_the_floor_by_the_floor_check_s_mean_and_standard_
     within, limits = sentences(2.06, 0.13)
     assert within[0].startswith(
         "- The project's quality floor is +2.0 dB at 1 step. This model gains +1.69 dB on the "
-        "table's draw of degradations and +2.06 ± 0.13 dB (mean ± standard error over 8 "
-        "disjoint draws of 32 crops, `floor_check.json`; the table is the first draw): "
+        "table's draw and +2.06 ± 0.13 dB (mean ± s.e. over 8 draws of 32 crops, `floor_check.json`): "
     )
     assert "at the floor only within the noise" in within[0]
     assert limits == [
@@ -691,7 +690,7 @@ def test_bm3d_reference_row_and_card_sentence(tmp_path, monkeypatch):
     assert rows[eval_indi.BM3D]["psnr"] == pytest.approx(rows["degraded input"]["psnr"], abs=1e-3)
     assert rows[eval_indi.BM3D]["steps"] is None
     (tmp_path / "repo" / "train_info.json").write_text(json.dumps({"args": {}, "command": "x", "global_step": 1}))
-    assert eval_indi.BM3D in " ".join(make_model_card.reference_sentences([result]))
+    assert f"| {eval_indi.BM3D} |" in make_model_card.table_markdown(result, compact=True)
 
 
 def test_bm3d_is_for_denoising_and_needs_its_package(tmp_path, monkeypatch):
@@ -842,7 +841,7 @@ def test_verify_zoo_reruns_the_recorded_evaluation_and_checks_the_card(tmp_path,
     floor["command"] = "python train/floor_check.py " + shlex.join(floor_argv)
     (repo / "floor_check.json").write_text(json.dumps(floor))
     make_model_card.main([str(repo)])
-    assert "(mean ± standard error over 2 disjoint draws of 2 crops" in (repo / "README.md").read_text()
+    assert "(mean ± s.e. over 2 draws of 2 crops" in (repo / "README.md").read_text()
     assert verify_zoo.main([str(repo), "--jobs", "2", "--json", str(tmp_path / "verify.json")]) == 0
     rows = json.loads((tmp_path / "verify.json").read_text())
     assert [(r["setting"], r["problems"]) for r in rows] == [("q10", []), ("q30", []), ("q10, floor check", [])]

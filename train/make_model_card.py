@@ -70,8 +70,8 @@ CITATION = """@article{delbracio2023indi,
 }"""
 
 DATA_SUMMARY = (
-    "29 free-licensed camera photos from Debian wallpaper packages, downscaled 2–4× so that no JPEG artefacts remain; "
-    "8 more held out for validation. Sources and licences per photo: `train/DATA.md` in the project repository."
+    "29 free-licensed Debian wallpaper photos, downscaled 2–4× (no JPEG artefacts left); 8 more held out. Sources and "
+    "licences: the project's `train/DATA.md`."
 )
 
 
@@ -205,7 +205,8 @@ def eval_results(evaluations: list[dict], task_id: str) -> list[EvalResult]:
             ("1 step", evaluation["one_step"]),
             (f"{evaluation['recommended_steps']} steps", evaluation["recommended"]),
         ):
-            for metric, value in (("psnr", row["psnr"]), ("ssim", row["ssim"]), ("lpips", row["lpips"])):
+            # PSNR and LPIPS only: the Hub's widget shows the index, the full metrics are in the card's tables.
+            for metric, value in (("psnr", row["psnr"]), ("lpips", row["lpips"])):
                 results.append(
                     EvalResult(
                         task_type="image-to-image",
@@ -220,21 +221,24 @@ def eval_results(evaluations: list[dict], task_id: str) -> list[EvalResult]:
     return results
 
 
-def table_markdown(evaluation: dict) -> str:
+def is_model_row(row: dict, evaluation: dict, steps: int) -> bool:
+    return row["method"] == "InDI" and row["steps"] == steps and row["eps"] == evaluation["model_eps"]
+
+
+def table_markdown(evaluation: dict, compact: bool = False) -> str:
+    """The evaluation's table; ``compact`` keeps the references, 1 step and the recommended steps (the full sweep
+    stays in eval_<setting>.json), so a card with several settings stays short."""
+    kept = {1, evaluation["recommended_steps"]}
     lines = [
         "| method | steps | eps | PSNR (dB) ↑ | SSIM ↑ | LPIPS ↓ | sharpness | s / image |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in evaluation["table"]:
+        if compact and row["steps"] is not None and not any(is_model_row(row, evaluation, n) for n in kept):
+            continue
         steps = "" if row["steps"] is None else row["steps"]
         eps = "" if row["eps"] is None else f"{row['eps']:g}"
-        bold = (
-            "**"
-            if row is not None
-            and row.get("steps") == evaluation["recommended_steps"]
-            and row.get("eps") == evaluation["model_eps"]
-            else ""
-        )
+        bold = "**" if is_model_row(row, evaluation, evaluation["recommended_steps"]) else ""
         lines.append(
             f"| {bold}{row['method']}{bold} | {steps} | {eps} | {row['psnr']:.2f} | {row['ssim']:.4f} | "
             f"{row['lpips']:.4f} | {row['sharpness']:.3f} | {row['seconds']:.2f} |"
@@ -288,25 +292,6 @@ def trade_off_sentence(evaluation: dict, repeated: dict | None = None) -> str:
     )
 
 
-def reference_sentences(evaluations: list[dict]) -> list[str]:
-    """One bullet per evaluation that scored a classical reference method (BM3D for denoising) beside InDI."""
-    lines = []
-    for evaluation in evaluations:
-        one = next(
-            r
-            for r in evaluation["table"]
-            if r["method"] == "InDI" and r["steps"] == 1 and r["eps"] == evaluation["model_eps"]
-        )
-        for row in evaluation["table"][1:]:
-            if row["method"].startswith("BM3D"):
-                lines.append(
-                    f"- {evaluation['setting']}: {row['method']} reaches {row['psnr']:.2f} dB / LPIPS "
-                    f"{row['lpips']:.4f} ({row['seconds']:.1f} s per image); this model at 1 step "
-                    f"{one['psnr']:.2f} dB / {one['lpips']:.4f} ({one['seconds']:.2f} s)."
-                )
-    return lines
-
-
 # research/floor_check.py's output in a repo: the 1-step gain over several disjoint draws of the degradations. Where a
 # floor is close, one draw cannot say which side of it a model lies (the defocus gain ranged 1.1 dB over 8 draws).
 FLOOR_CHECK_FILE = "floor_check.json"
@@ -354,8 +339,8 @@ class FloorCheck:
                 "the table's)"
             )
         return (
-            f"{r['gain_db_mean']:+.2f} ± {r['gain_db_sem']:.2f} dB (mean ± standard error over {r['seed_sets']} "
-            f"disjoint draws of {r['crops_per_set']} crops, `{FLOOR_CHECK_FILE}`; the table is the first draw)"
+            f"{r['gain_db_mean']:+.2f} ± {r['gain_db_sem']:.2f} dB (mean ± s.e. over {r['seed_sets']} draws of "
+            f"{r['crops_per_set']} crops, `{FLOOR_CHECK_FILE}`)"
         )
 
 
@@ -419,7 +404,7 @@ def floor_sentences(evaluations: list[dict], task_id: str, repeated: dict | None
         }[check.verdict]
         lines.append(
             f"- The project's quality floor{where} is {check.floor:+.1f} dB at 1 step. This model gains "
-            f"{check.gain:+.2f} dB on the table's draw of degradations and {check.repeated_text()}: {verdict}."
+            f"{check.gain:+.2f} dB on the table's draw and {check.repeated_text()}: {verdict}."
         )
     return lines
 
@@ -755,12 +740,12 @@ def estimator_lines(folder: Path) -> list[str]:
     return [
         '## Start estimator (`strength="auto"`)',
         "",
-        f"`estimator/` reads each image's t on this task's path, so the walk starts where the image is (the default "
-        f"of the pipeline, `indi restore` and the Space; a number still works). Trained {info['steps']} steps "
-        f"({info['wall_seconds'] / 60:.0f} min on {info['device']}) on the x_t samples of the training photos. "
+        f"`estimator/` reads each image's t on this task's path and the walk starts there (the default of the "
+        f"pipeline, CLI and Space; a number still works). Trained {info['steps']} steps "
+        f"({info['wall_seconds'] / 60:.0f} min, {info['device']}) on the training photos' x_t. "
         + error
         + threshold
-        + "How auto compares with strength 1 and the best fixed strength: `docs/blind.md` of the project.",
+        + "Auto against strength 1 and the best fixed strength: the project's `docs/blind.md`.",
         "",
     ]
 
@@ -788,13 +773,19 @@ def build_card(folder: Path, hub_org: str | None) -> ModelCard:
         pipeline_tag="image-to-image",
         license="apache-2.0",
         base_model=hub_id(base[0]) if base else None,
-        tags=["indi", "image-restoration", task.task_id, "inversion-by-direct-iteration", "diffusers"],
+        tags=[
+            "indi",
+            "image-restoration",
+            task.task_id,
+            "inversion-by-direct-iteration",
+        ],  # library_name adds diffusers
         model_name=task.repo_name,
-        eval_results=eval_results(evaluations, task.task_id),
+        eval_results=eval_results([primary_evaluation(evaluations)], task.task_id),  # the other settings: tables
     )
     recommended = main["recommended_steps"]
     gain = main["gain_over_input_db_one_step"]
     input_label = main["table"][0]["method"]
+    floors = floor_sentences(evaluations, task.task_id, repeated)  # they state the gain too
     sections = [
         f"# {task.repo_name}: {task.title} with InDI",
         "",
@@ -832,9 +823,13 @@ def build_card(folder: Path, hub_org: str | None) -> ModelCard:
         "",
         f"- Trained on: {TRAINING_DEGRADATION[task.task_id]}.",
         f"- Expect it to fail on: {FAILS_ON[task.task_id]}.",
-        f"- On the held-out photos ({main['setting']}), 1 step gains **{gain:+.2f} dB** PSNR over the {input_label}.",
-        *floor_sentences(evaluations, task.task_id, repeated),
-        *reference_sentences(evaluations),
+        *(
+            floors
+            or [
+                f"- On the held-out photos ({main['setting']}), 1 step gains **{gain:+.2f} dB** PSNR over the "
+                f"{input_label}."
+            ]
+        ),
         "",
         "## Evaluation",
         "",
@@ -851,9 +846,9 @@ def build_card(folder: Path, hub_org: str | None) -> ModelCard:
 
     sections += [
         (protocol(main) + " " if len(protocols) == 1 else "")
-        + "Sharpness: Laplacian energy of the output over the clean image's (1 = as sharp as the truth). "
+        + "Sharpness: output's Laplacian energy over the clean image's (1 = as sharp). "
         + TRADE_OFF_RULE
-        + " Exact commands: `eval_<setting>.json`.",
+        + " Commands and every row: `eval_<setting>.json`.",
         "",
     ]
     for evaluation in ordered:
@@ -863,17 +858,21 @@ def build_card(folder: Path, hub_org: str | None) -> ModelCard:
             f"### {evaluation['setting']}",
             "",
             *([protocol(evaluation), ""] if len(protocols) > 1 else []),
-            table_markdown(evaluation),
+            table_markdown(evaluation, compact=True),  # the plot below shows every step count
             "",
             trade_off_sentence(evaluation, repeated),
             "",
-            (
-                f"Sample variation: per-pixel standard deviation over {variation['seeds']} seeds at "
-                f"{variation['steps']} steps, mean over {variation['images']} photos: **{spread:.2f}/255**."
-                if spread is not None
-                else "Sample variation: not measured."
+            *(
+                [
+                    f"Sample variation: per-pixel standard deviation over {variation['seeds']} seeds at "
+                    f"{variation['steps']} steps, mean over {variation['images']} photos: **{spread:.2f}/255**."
+                    if spread is not None
+                    else "Sample variation: not measured.",
+                    "",
+                ]
+                if evaluation is main  # the other settings' spread is in their eval_<setting>.json
+                else []
             ),
-            "",
             f"![perception–distortion plot](eval_{evaluation['setting']}.png)",
             "",
         ]
