@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import types
 
 import numpy as np
+import PIL.Image
 import torch
 
 from benchmarks.peers import cdncnn
@@ -26,10 +29,12 @@ from benchmarks.timing import write_results
 from indi_pipeline import InDIPipeline
 from indi_pipeline.acceleration import optimize_for_inference
 from indi_pipeline.degradations import blur, defocus_blur, degradation_generator, jpeg_compress, motion_blur
+from indi_pipeline.image_io import tensor_to_output
 from indi_pipeline.machine import cpu_model, threads_text
 from indi_pipeline.metrics import lpips, psnr
 from indi_pipeline.noise_models import camera_noise, jpeg_after
 from indi_pipeline.tasks import TASKS
+from train.calibrate_estimator import jpeg_file_tables
 from train.eval_indi import load_clean_images
 
 SWEEP = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
@@ -60,7 +65,7 @@ def families(task_id: str) -> dict:
     elif task_id == "jpeg":
         out = {
             f"JPEG q{q}" + ("*" if q > 50 else ""): (lambda x, g, q=q: jpeg_compress(x, quality=q), None)
-            for q in (10, 30, 50, 70, 90)
+            for q in (10, 30, 50, 70, 90, 95)
         }
         out["JPEG q20 then q80*"] = (lambda x, g: jpeg_compress(jpeg_compress(x, quality=20), quality=80), None)
         out["JPEG q40 then q90*"] = (lambda x, g: jpeg_compress(jpeg_compress(x, quality=40), quality=90), None)
@@ -78,6 +83,19 @@ def families(task_id: str) -> dict:
         }
     out["clean"] = (lambda x, g: x.clone(), 0.0)
     return out
+
+
+def last_jpeg_quality(family: str) -> int | None:
+    """The quality a JPEG family's files were last saved at (what their tables say), from its name."""
+    qualities = re.findall(r"\bq(\d+)", family)
+    return int(qualities[-1]) if family.startswith("JPEG") and qualities else None
+
+
+def as_jpeg_file(y: torch.Tensor, quality: int) -> PIL.Image.Image:
+    """The decoded JPEG ``y`` as the pipeline gets a JPEG file: its pixels, with the tables it was saved with."""
+    image = tensor_to_output(y, "pil")[0]
+    image.info["quantization"] = jpeg_file_tables(quality)
+    return image
 
 
 # PSNR of an unchanged image is infinite: capped here so that a family's mean stays a number (clean photos).
@@ -103,7 +121,7 @@ def run_task(task_id: str, crops) -> dict:
     rows = []
     for name, (degrade_fn, true_t) in families(task_id).items():
         scores: dict[str, list] = {}
-        estimates, truths = [], []
+        estimates, starts, truths = [], [], []
         for index, (_, clean) in enumerate(crops):
             y = degrade_fn(clean, degradation_generator(1000 + index)).float()
             truth = true_t
@@ -111,12 +129,23 @@ def run_task(task_id: str, crops) -> dict:
                 truth = float((y - clean).pow(2).mean().sqrt() / (50 / 255))
             truths.append(truth)
 
-            def walk(strength, n, y=y, index=index):
+            quality = last_jpeg_quality(name) if task_id == "jpeg" else None
+            file_input = y if quality is None else as_jpeg_file(y, quality)  # auto reads a JPEG file's tables
+
+            def walk(strength, n, source=file_input, index=index, unchanged=y):
+                if strength == 0.0:  # a start of 0 leaves the image as it is
+                    return types.SimpleNamespace(images=unchanged)
                 generator = torch.Generator().manual_seed(index)
-                return pipe(y, num_inference_steps=n, strength=strength, generator=generator, output_type="pt")
+                return pipe(source, num_inference_steps=n, strength=strength, generator=generator, output_type="pt")
 
             auto_1 = walk("auto", 1)
-            estimates.append(auto_1.start_t[0])
+            estimates.append(auto_1.estimated_t[0])
+            starts.append(auto_1.start_t[0])
+            if quality is not None:  # which of the two readings restores better, each alone
+                pixels_only = walk("auto", 1, source=y)
+                scores.setdefault("auto, pixels only, 1 step", []).append(_score(pixels_only.images, clean))
+                tables_start = pipe.estimator.start_for_quality(quality)
+                scores.setdefault("auto, tables only, 1 step", []).append(_score(walk(tables_start, 1).images, clean))
             scores.setdefault("input", []).append(_score(y, clean))
             scores.setdefault("auto, 1 step", []).append(_score(auto_1.images, clean))
             scores.setdefault(f"auto, {steps} steps", []).append(_score(walk("auto", steps).images, clean))
@@ -131,6 +160,7 @@ def run_task(task_id: str, crops) -> dict:
         row = {
             "family": name,
             "estimate_mean": float(np.mean(estimates)),
+            "start_mean": float(np.mean(starts)),
             "true_t_mean": float(np.mean([t for t in truths if t is not None])) if known else None,
             "estimate_abs_error": float(np.mean(known)) if known else None,
             "oracle_strength": oracle,
@@ -138,17 +168,31 @@ def run_task(task_id: str, crops) -> dict:
         }
         rows.append(row)
         print(json.dumps({"task": task_id, "family": name, "auto": means["auto, 1 step"], "s1": means["strength 1, 1 step"],
-                          "oracle": means[f"strength {oracle:g}, 1 step"], "estimate": row["estimate_mean"]}), flush=True)  # fmt: skip
+                          "oracle": means[f"strength {oracle:g}, 1 step"], "estimate": row["estimate_mean"], "start": row["start_mean"]}), flush=True)  # fmt: skip
     return {"task": task_id, "default_steps": steps, "families": rows}
 
 
 def format_table(result: dict) -> str:
     steps = result["default_steps"]
+    # The last column: the blind peer on the noise families; the two readings of auto alone on JPEG files.
+    if result["task"] == "jpeg":
+        last = "auto, pixels only / tables only, 1 step"
+
+        def extra(m):
+            keys = ("auto, pixels only, 1 step", "auto, tables only, 1 step")
+            return " · ".join(f"{m[k][0]:.2f} / {m[k][1]:.3f}" for k in keys if k in m)
+    else:
+        last = "CDnCNN-B"
+
+        def extra(m):
+            return f"{m['CDnCNN-B'][0]:.2f} / {m['CDnCNN-B'][1]:.3f}" if "CDnCNN-B" in m else ""
+
     lines = [
-        f"**{result['task']}** (* = not trained on); PSNR dB / LPIPS; estimate = mean t read off the inputs",
+        f"**{result['task']}** (* = not trained on); PSNR dB / LPIPS; estimate = mean t read off the inputs, "
+        "start = mean start t of auto",
         "",
-        f"| family | estimate (true t) | input | auto 1 step | strength 1, 1 step | oracle 1 step (strength) | auto {steps} steps | strength 1, {steps} steps | CDnCNN-B |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| family | estimate (true t) | start | input | auto 1 step | strength 1, 1 step | oracle 1 step (strength) | auto {steps} steps | strength 1, {steps} steps | {last} |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for row in result["families"]:
         m = row["psnr_lpips"]
@@ -159,9 +203,10 @@ def format_table(result: dict) -> str:
         truth = f" ({row['true_t_mean']:.2f})" if row["true_t_mean"] is not None else ""
         oracle = f"strength {row['oracle_strength']:g}, 1 step"
         lines.append(
-            f"| {row['family']} | {row['estimate_mean']:.2f}{truth} | {cell('input')} | {cell('auto, 1 step')} | "
+            f"| {row['family']} | {row['estimate_mean']:.2f}{truth} | {row['start_mean']:.2f} | {cell('input')} | "
+            f"{cell('auto, 1 step')} | "
             f"{cell('strength 1, 1 step')} | {cell(oracle)} ({row['oracle_strength']:g}) | {cell(f'auto, {steps} steps')} | "
-            f"{cell(f'strength 1, {steps} steps')} | {cell('CDnCNN-B')} |"
+            f"{cell(f'strength 1, {steps} steps')} | {extra(m)} |"
         )
     return "\n".join(lines)
 

@@ -19,6 +19,7 @@ import PIL.Image
 import PIL.ImageOps
 import torch
 
+from .jpeg_quality import jpeg_quality_of, quantization_tables
 from .limits import DEFAULT_MAX_PIXELS
 
 # Modes PIL can hold that we convert to a float image; anything else is refused by name.
@@ -46,6 +47,8 @@ class ImageBatch:
     rgb: torch.Tensor
     alpha: torch.Tensor | None  # (N, 1, H, W) or None
     grayscale: bool
+    # A PIL image read from a JPEG file: the IJG quality of its tables (`jpeg_quality`), for strength="auto".
+    jpeg_quality: int | None = None
 
 
 def _check_finite_and_range(array: torch.Tensor, what: str) -> None:
@@ -212,6 +215,9 @@ def open_image_file(path: os.PathLike | str, max_pixels: int | None = DEFAULT_MA
                 )
             image.load()  # decode now: truncated or corrupt data fails here, not later inside the pipeline
             upright = PIL.ImageOps.exif_transpose(image)
+            tables = quantization_tables(image)
+            if tables:  # the upright copy is a plain image: keep the file's JPEG tables for strength="auto"
+                upright.info["quantization"] = tables
         except ImageFileError:
             raise
         except (OSError, SyntaxError, ValueError, EOFError, IndexError) as error:
@@ -263,7 +269,10 @@ def to_image_batches(image, name: str = "image") -> list[ImageBatch]:
         if image.width == 0 or image.height == 0:
             raise ValueError(f"{name} is empty ({image.width}x{image.height})")
         array = _pil_to_array(image)
-        return [_split_channels(torch.from_numpy(array).permute(2, 0, 1)[None], f"{name} (PIL {image.mode})")]
+        batch = _split_channels(torch.from_numpy(array).permute(2, 0, 1)[None], f"{name} (PIL {image.mode})")
+        quality = jpeg_quality_of(image)
+        batch.jpeg_quality = None if quality is None else quality.quality
+        return [batch]
     if isinstance(image, np.ndarray):
         array = _numpy_to_float(image)
         if array.ndim == 2:

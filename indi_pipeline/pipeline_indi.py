@@ -49,12 +49,18 @@ class InDIPipelineOutput(BaseOutput):
             started the images at different t), or None.
         start_t: the t each image's walk started from (its ``strength``, estimated with ``strength="auto"``); 0 for
             an image the estimator found nothing to restore in, which is returned unchanged.
+        estimated_t: with ``strength="auto"``, the t the estimator read off each image (before its start curve and
+            ``nothing_below`` turned it into ``start_t``); else None.
+        jpeg_quality: with ``strength="auto"``, the IJG quality of each image that came from a JPEG file (None for
+            the others); else None.
     """
 
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor | list
     trajectory: list | None = None
     timesteps: list[float] | None = None
     start_t: list[float] | None = None
+    estimated_t: list[float] | None = None
+    jpeg_quality: list[int | None] | None = None
 
 
 class InDIPipeline(SafePipelineLoading, DiffusionPipeline):
@@ -187,18 +193,17 @@ class InDIPipeline(SafePipelineLoading, DiffusionPipeline):
         tiles = batch.rgb.shape[0] * count_tiles(height, width, tile_size, overlap, self.input_multiple)
         return -(-tiles // tile_batch_size)
 
-    def _estimate_starts(self, batches: list[ImageBatch]) -> tuple[list[ImageBatch], list[float]]:
-        """strength="auto": one batch per image (each walks from its own t) and the t the estimator reads off each
-        (0 where it finds nothing to restore: below its ``nothing_below``). Once per image, before any tiling."""
-        singles, starts = [], []
-        nothing_below = float(self.estimator.config.nothing_below)
+    def _estimate_starts(self, batches: list[ImageBatch]) -> tuple[list[ImageBatch], list[float], list[float]]:
+        """strength="auto": one batch per image (each walks from its own t), the start t of each and the estimate
+        it came from (`InDIStartEstimator.start_for`; 0 = nothing to restore). Once per image, before any tiling."""
+        singles, starts, estimates = [], [], []
         for batch in batches:
-            estimates = self.estimator.estimate(batch.rgb).tolist()
-            for k, t in enumerate(estimates):
+            for k, estimate in enumerate(self.estimator.estimate(batch.rgb).tolist()):
                 alpha = None if batch.alpha is None else batch.alpha[k : k + 1]
-                singles.append(ImageBatch(batch.rgb[k : k + 1], alpha, batch.grayscale))
-                starts.append(0.0 if t < nothing_below else min(1.0, float(t)))
-        return singles, starts
+                singles.append(ImageBatch(batch.rgb[k : k + 1], alpha, batch.grayscale, batch.jpeg_quality))
+                starts.append(self.estimator.start_for_image(estimate, batch.jpeg_quality))
+                estimates.append(float(estimate))
+        return singles, starts, estimates
 
     def _predict_clean(self, model_input: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         """The network's prediction of the clean image, under autocast when `autocast_dtype` is set."""
@@ -273,8 +278,9 @@ class InDIPipeline(SafePipelineLoading, DiffusionPipeline):
             strength = "auto" if self.estimator is not None else 1.0
         self._check_arguments(num_inference_steps, strength, output_type, callback_on_step_end_tensor_inputs)
         batches = to_image_batches(image)
+        estimated_ts = None
         if strength == "auto":
-            batches, start_ts = self._estimate_starts(batches)
+            batches, start_ts, estimated_ts = self._estimate_starts(batches)
         else:
             start_ts = [float(strength)] * len(batches)
         total = sum(batch.rgb.shape[0] for batch in batches)
@@ -372,7 +378,15 @@ class InDIPipeline(SafePipelineLoading, DiffusionPipeline):
                 scheduler.set_timesteps(int(num_inference_steps), device=device, start_t=first_walk)
                 timesteps = scheduler.sigmas.cpu().tolist()
         per_image_t = [t for batch, t in zip(batches, start_ts) for _ in range(batch.rgb.shape[0])]
-        return InDIPipelineOutput(images=images, trajectory=trajectory, timesteps=timesteps, start_t=per_image_t)
+        qualities = None if estimated_ts is None else [batch.jpeg_quality for batch in batches]
+        return InDIPipelineOutput(
+            images=images,
+            trajectory=trajectory,
+            timesteps=timesteps,
+            start_t=per_image_t,
+            estimated_t=estimated_ts,
+            jpeg_quality=qualities,
+        )
 
     @staticmethod
     def _format(groups: list[torch.Tensor], output_type: str):

@@ -122,10 +122,22 @@ def get_task(task_id: str) -> Task:
         raise ValueError(f"unknown task {task_id!r}; choose one of {', '.join(TASKS)}") from None
 
 
-def start_text(task, start_t: float) -> str:
-    """What the walk started from, for the report: 'noise ≈ 9/255 → t = 0.18', 't = 0.32', 'nothing to restore'."""
+def start_text(task, start_t: float, estimate: float | None = None, jpeg_quality: int | None = None) -> str:
+    """What the walk started from, for the report: 'noise ≈ 9/255 → t = 0.18', 'JPEG quality 30 (file tables),
+    t ≈ 0.85 → t = 1.00', 't = 0.32', 'noise ≈ 2/255: nothing to restore, left unchanged'. ``estimate`` is what the
+    estimator read (the start comes from it through its start curve), ``jpeg_quality`` the file's quality."""
+    read = start_t if estimate is None else estimate
+    parts = []
+    if jpeg_quality is not None:
+        parts.append(f"JPEG quality {jpeg_quality} (file tables)")
+    parts.append(f"noise ≈ {read * task.sigma_max * 255:.0f}/255" if task.sigma_max is not None else f"t ≈ {read:.2f}")
+    found = ", ".join(parts)
     if start_t == 0.0:
-        return "nothing to restore: left unchanged"
-    if task.sigma_max is not None:
-        return f"noise ≈ {start_t * task.sigma_max * 255:.0f}/255 → t = {start_t:.2f}"
-    return f"t = {start_t:.2f}"
+        return (
+            f"{found}: nothing to restore, left unchanged"
+            if estimate is not None
+            else "nothing to restore: left unchanged"
+        )
+    if estimate is None and task.sigma_max is None:
+        return f"t = {start_t:.2f}"
+    return f"{found} → t = {start_t:.2f}"

@@ -737,6 +737,18 @@ def estimator_lines(folder: Path) -> list[str]:
         if calibration
         else ""
     )
+    config = json.loads((folder / "estimator" / "config.json").read_text())
+    curves = (
+        "A start curve measured on held-out photos turns an estimate into the start that restores best at 1 step"
+        + (
+            " and a JPEG file's quantisation tables give a second start (the larger is used)"
+            if config.get("quality_curve")
+            else ""
+        )
+        + " (`estimator/config.json`). "
+        if config.get("start_curve")
+        else ""
+    )
     return [
         '## Start estimator (`strength="auto"`)',
         "",
@@ -745,6 +757,7 @@ def estimator_lines(folder: Path) -> list[str]:
         f"({info['wall_seconds'] / 60:.0f} min, {info['device']}) on the training photos' x_t. "
         + error
         + threshold
+        + curves
         + "Auto against strength 1 and the best fixed strength: the project's `docs/blind.md`.",
         "",
     ]

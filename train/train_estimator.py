@@ -45,13 +45,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=32, help="crops per step (default: 32)")
     parser.add_argument("--crop", type=int, default=64, help="training crop size in px (default: 64)")
     parser.add_argument("--width", type=int, default=16, help="the estimator's first-layer channels (default: 16)")
+    parser.add_argument(
+        "--scales", type=int, default=1, help="octaves the estimator reads (default: 1; blur needs 3 or more)"
+    )
+    parser.add_argument(
+        "--inference_crop", type=int, default=128, help="crop side an image's estimate pools over (default: 128)"
+    )
+    parser.add_argument("--max_crops", type=int, default=16, help="most crops per image's estimate (default: 16)")
+    parser.add_argument(
+        "--pool_quantile",
+        type=float,
+        default=0.5,
+        help="quantile of the crops' estimates that is an image's (default: 0.5, the median; denoise: 0.25)",
+    )
     parser.add_argument("--learning_rate", type=float, default=1e-3, help="AdamW learning rate (default: 1e-3)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     parser.add_argument(
-        "--calibrate_only",
+        "--no_curves",
         action="store_true",
-        help="do not train: re-calibrate the repo's estimator/ on --val_data_dir (its nothing_below threshold)",
+        help="calibrate only nothing_below, not the start curves (train.calibrate_estimator; minutes less)",
     )
     return parser.parse_args(argv)
 
@@ -92,10 +105,15 @@ def noisy_samples(
     return out, label.clamp(0, 1)
 
 
-def training_samples(task_id: str, x: torch.Tensor, generator, rng) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x_t, t) for a batch of clean crops."""
-    t = torch.from_numpy(rng.random(len(x))).float()
-    t[torch.from_numpy(rng.random(len(x)) < CLEAN_SHARE)] = 0.0
+def training_samples(
+    task_id: str, x: torch.Tensor, generator, rng, t: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x_t, label) for a batch of clean crops: t uniform with a clean share, or the given ``t`` for every crop."""
+    if t is None:
+        t = torch.from_numpy(rng.random(len(x))).float()
+        t[torch.from_numpy(rng.random(len(x)) < CLEAN_SHARE)] = 0.0
+    else:
+        t = torch.full((len(x),), float(t))
     task = get_task(task_id)
     if task_id == "denoise":
         return noisy_samples(x, t, task.sigma_max, generator, rng)
@@ -122,30 +140,6 @@ def validation_error(estimator, task_id: str, images, crop: int, seed: int) -> d
     }
 
 
-# Photos the benchmark scores (benchmarks/blind_restoration.py: the first 8 of the sorted held-out folder) are left
-# out of the calibration, so that its clean-photo figures are not measured on the threshold's own photos.
-CALIBRATION_SKIPS = 8
-CLEAN_QUANTILE = 0.95
-
-
-def calibrate_nothing_below(estimator: InDIStartEstimator, val_images: list[np.ndarray]) -> dict:
-    """Sets the estimator's ``nothing_below`` to the 95th percentile of its estimates on whole clean held-out photos
-    (so about 1 in 20 clean photos still gets a short walk from a small t) and returns the figures."""
-    photos = val_images[CALIBRATION_SKIPS:] or val_images
-    estimates = np.array(
-        [estimator.estimate(torch.from_numpy(p).permute(2, 0, 1)[None].float() / 255).item() for p in photos]
-    )
-    threshold = float(np.quantile(estimates, CLEAN_QUANTILE))
-    estimator.register_to_config(nothing_below=round(threshold, 4))
-    return {
-        "photos": len(photos),
-        "clean_estimate_median": float(np.median(estimates)),
-        "clean_estimate_max": float(estimates.max()),
-        "nothing_below": round(threshold, 4),
-        "clean_photos_walked": float((estimates >= threshold).mean()),
-    }
-
-
 def save_estimator(estimator: InDIStartEstimator, folder: Path) -> None:
     """fp16 safetensors and config.json, without the folder a re-calibrated estimator was read from."""
     estimator.half().save_pretrained(folder, safe_serialization=True)
@@ -165,18 +159,14 @@ def main(argv=None) -> int:
     index_path = repo / "model_index.json"
     if not index_path.is_file():
         raise SystemExit(f"error: {repo} is not a model repo (no model_index.json)")
-    if args.calibrate_only:
-        if not val_images:
-            raise SystemExit("error: --calibrate_only needs --val_data_dir")
-        estimator = InDIStartEstimator.from_pretrained(repo / "estimator").float().eval()
-        info_path = repo / "estimator" / "train_info.json"
-        info = json.loads(info_path.read_text())
-        info["calibration"] = calibrate_nothing_below(estimator, val_images)
-        print(f"calibration: {json.dumps(info['calibration'])}", flush=True)
-        save_estimator(estimator, repo / "estimator")
-        info_path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        return 0
-    estimator = InDIStartEstimator(width=args.width, task=args.task).to(memory_format=torch.channels_last)
+    estimator = InDIStartEstimator(
+        width=args.width,
+        task=args.task,
+        scales=args.scales,
+        crop=args.inference_crop,
+        max_crops=args.max_crops,
+        pool_quantile=args.pool_quantile,
+    ).to(memory_format=torch.channels_last)
     autocast_dtype = resolve_dtype("auto", "cpu")  # bf16 where the CPU has it natively (1.8x faster here)
     optimizer = torch.optim.AdamW(estimator.parameters(), lr=args.learning_rate)
     start, step, losses, history = time.perf_counter(), 0, [], []
@@ -211,14 +201,17 @@ def main(argv=None) -> int:
     if val_images:
         info["validation"] = validation_error(estimator, args.task, val_images, args.crop, seed=12345)
         print(f"held-out: {json.dumps(info['validation'])}", flush=True)
-        info["calibration"] = calibrate_nothing_below(estimator, val_images)
-        print(f"calibration: {json.dumps(info['calibration'])}", flush=True)
     save_estimator(estimator, repo / "estimator")
     (repo / "estimator" / "train_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     index = json.loads(index_path.read_text())
     index["estimator"] = ["indi_pipeline.estimation", "InDIStartEstimator"]
     index_path.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {repo / 'estimator'} ({step} steps)")
+    if args.val_data_dir:  # when is an image clean, and where should its walk start (the repo's own model)
+        from train.calibrate_estimator import calibrate  # it imports this module's samples
+
+        calibrate(repo, args.val_data_dir, args.threads, curves=not args.no_curves)
+        print(f"calibrated on {args.val_data_dir}")
     return 0
 
 

@@ -1,0 +1,196 @@
+"""Calibrate a repo's start estimator on held-out photos: when is an image clean, and where should its walk start?
+
+Three measurements, each written into ``estimator/config.json`` (and its figures into ``estimator/train_info.json``):
+
+* ``nothing_below``: the 95th percentile of the estimates on whole clean photos (about 1 in 20 clean photos still
+  gets a short walk from a small t);
+* ``start_curve``: for x_t samples of the task's own path at several t, the fixed start that restores best at 1 step
+  (PSNR, a sweep that includes "leave it as it is"), against the mean estimate at that t; made non-decreasing. A
+  model that over-smooths does best started below the true t, and one that cannot improve a mild input does best
+  left alone: the curve turns what the estimator reads into what the model needs;
+* ``quality_curve`` (jpeg): the same sweep over files saved at IJG qualities 10-95, so that a JPEG file's tables
+  (`indi_pipeline.jpeg_quality`) give a start without looking at the pixels.
+
+The photos the blind benchmark scores (the first ``CALIBRATION_SKIPS`` of the sorted held-out folder) are left out,
+so its figures are not measured on the calibration's own photos.
+
+    python -m train.calibrate_estimator --repo model_cards/indi-denoise --val_data_dir data/shared_photos/val
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from indi_pipeline import InDIPipeline
+from indi_pipeline.degradations import jpeg_compress
+from indi_pipeline.estimation import InDIStartEstimator
+from indi_pipeline.machine import cpu_model, threads_text
+from indi_pipeline.metrics import psnr
+from train.data import load_clean_folder
+from train.train_estimator import save_estimator, training_samples
+
+CALIBRATION_SKIPS = 8
+CLEAN_QUANTILE = 0.95
+CROP = 256
+PATH_LEVELS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+STARTS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)  # the blind benchmark's sweep, and 0
+QUALITIES = (10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
+
+
+def calibration_photos(val_images: list[np.ndarray]) -> list[np.ndarray]:
+    return val_images[CALIBRATION_SKIPS:] or val_images
+
+
+def centre_crops(images: list[np.ndarray], size: int = CROP) -> torch.Tensor:
+    crops = []
+    for image in images:
+        top, left = (image.shape[0] - size) // 2, (image.shape[1] - size) // 2
+        crops.append(image[top : top + size, left : left + size])
+    return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def calibrate_nothing_below(estimator: InDIStartEstimator, val_images: list[np.ndarray]) -> dict:
+    """Sets ``nothing_below`` to the 95th percentile of the estimates on whole clean photos; returns the figures."""
+    photos = calibration_photos(val_images)
+    estimates = np.array(
+        [estimator.estimate(torch.from_numpy(p).permute(2, 0, 1)[None].float() / 255).item() for p in photos]
+    )
+    threshold = float(np.quantile(estimates, CLEAN_QUANTILE))
+    estimator.register_to_config(nothing_below=round(threshold, 4))
+    return {
+        "photos": len(photos),
+        "clean_estimate_median": float(np.median(estimates)),
+        "clean_estimate_max": float(estimates.max()),
+        "nothing_below": round(threshold, 4),
+        "clean_photos_walked": float((estimates >= threshold).mean()),
+    }
+
+
+def best_start(pipe: InDIPipeline, degraded: torch.Tensor, clean: torch.Tensor, seed: int) -> tuple[float, dict]:
+    """The fixed start (0 = unchanged) with the best mean PSNR at 1 step over the crops, and every start's PSNR."""
+    scores = {}
+    for start in STARTS:
+        if start == 0.0:
+            restored = degraded
+        else:
+            generator = torch.Generator().manual_seed(seed)
+            restored = pipe(degraded, num_inference_steps=1, strength=start, generator=generator, output_type="pt")
+            restored = restored.images.clamp(0, 1)
+        scores[start] = float(psnr((restored * 255).round() / 255, clean).clamp(max=100).mean())
+    return max(scores, key=scores.get), scores
+
+
+def non_decreasing(values: list[float]) -> list[float]:
+    """Pool-adjacent-violators: the non-decreasing sequence nearest ``values`` in least squares."""
+    blocks = []  # [mean, count]
+    for value in values:
+        blocks.append([value, 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            (a, n), (b, m) = blocks[-2], blocks.pop()
+            blocks[-1] = [(a * n + b * m) / (n + m), n + m]
+    return [mean for mean, count in blocks for _ in range(count)]
+
+
+def calibrate_start_curve(pipe: InDIPipeline, task_id: str, val_images: list[np.ndarray], seed: int = 0) -> dict:
+    """Sets the estimator's ``start_curve`` from the best start at each level of the task's path (train_estimator's
+    samples, fixed t); returns the points."""
+    clean = centre_crops(calibration_photos(val_images))
+    rng, generator = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+    points = []
+    for level in PATH_LEVELS:
+        x_t, labels = training_samples(task_id, clean, generator, rng, t=level)
+        estimates = pipe.estimator.estimate(x_t)
+        start, scores = best_start(pipe, x_t, clean, seed)
+        points.append(
+            {"level": level, "label_mean": float(labels.mean()), "estimate_mean": float(estimates.mean()),
+             "best_start": start, "psnr_by_start": {f"{s:g}": v for s, v in scores.items()}}
+        )  # fmt: skip
+        print(json.dumps({k: v for k, v in points[-1].items() if k != "psnr_by_start"}), flush=True)
+    points.sort(key=lambda p: p["estimate_mean"])
+    starts = non_decreasing([p["best_start"] for p in points])
+    curve = [[round(p["estimate_mean"], 4), round(s, 4)] for p, s in zip(points, starts)]
+    pipe.estimator.register_to_config(start_curve=curve)
+    return {"photos": len(clean), "crop": CROP, "start_curve": curve, "points": points}
+
+
+def jpeg_file_tables(quality: int) -> dict:
+    """The quantisation tables Pillow writes at ``quality`` (what a file saved so carries)."""
+    import io
+
+    import PIL.Image
+
+    buffer = io.BytesIO()
+    PIL.Image.new("RGB", (8, 8)).save(buffer, "JPEG", quality=quality)
+    return PIL.Image.open(buffer).quantization
+
+
+def calibrate_quality_curve(pipe: InDIPipeline, val_images: list[np.ndarray], seed: int = 0) -> dict:
+    """Sets the jpeg estimator's ``quality_curve`` from the best start for files saved at each quality."""
+    clean = centre_crops(calibration_photos(val_images))
+    points = []
+    for quality in QUALITIES:
+        degraded = jpeg_compress(clean, quality=quality)
+        start, scores = best_start(pipe, degraded, clean, seed)
+        estimates = pipe.estimator.estimate(degraded)
+        points.append(
+            {"quality": quality, "estimate_mean": float(estimates.mean()), "best_start": start,
+             "psnr_by_start": {f"{s:g}": v for s, v in scores.items()}}
+        )  # fmt: skip
+        print(json.dumps({k: v for k, v in points[-1].items() if k != "psnr_by_start"}), flush=True)
+    starts = non_decreasing([p["best_start"] for p in reversed(points)])[::-1]  # lower quality, later start
+    curve = [[p["quality"], round(s, 4)] for p, s in zip(points, starts)]
+    pipe.estimator.register_to_config(quality_curve=curve)
+    return {"photos": len(clean), "crop": CROP, "quality_curve": curve, "points": points}
+
+
+def calibrate(repo: Path, val_data_dir: str, threads: int = 2, curves: bool = True) -> dict:
+    """All of the module docstring's measurements on the repo's estimator, saved back into ``repo/estimator``."""
+    torch.set_num_threads(threads)
+    val_images = load_clean_folder(val_data_dir, CROP)
+    pipe = InDIPipeline.from_pretrained(repo)
+    if pipe.estimator is None:
+        raise SystemExit(
+            f"error: {repo} has no estimator/ to calibrate (train one with python -m train.train_estimator)"
+        )
+    pipe.set_progress_bar_config(disable=True)
+    pipe.estimator.float().eval()
+    pipe.estimator.register_to_config(start_curve=None, quality_curve=None)
+    task_id = pipe.estimator.config.task
+    start = time.perf_counter()
+    report = {"nothing_below": calibrate_nothing_below(pipe.estimator, val_images)}
+    if curves:
+        report["start_curve"] = calibrate_start_curve(pipe, task_id, val_images)
+        if task_id == "jpeg":
+            report["quality_curve"] = calibrate_quality_curve(pipe, val_images)
+    report["wall_seconds"] = round(time.perf_counter() - start, 1)
+    report["machine"] = f"CPU ({cpu_model()}, {threads_text(threads)}), torch {torch.__version__}"
+    save_estimator(pipe.estimator, repo / "estimator")
+    info_path = repo / "estimator" / "train_info.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    info["calibration"] = report["nothing_below"]
+    info["curves"] = {k: v for k, v in report.items() if k != "nothing_below"}
+    info_path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return report
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train.calibrate_estimator", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repo", required=True, help="model repo with an estimator/ (it is updated in place)")
+    parser.add_argument("--val_data_dir", required=True, help="folder of clean held-out photos")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+    parser.add_argument("--no_curves", action="store_true", help="only nothing_below (seconds instead of minutes)")
+    args = parser.parse_args(argv)
+    report = calibrate(Path(args.repo), args.val_data_dir, args.threads, curves=not args.no_curves)
+    print(json.dumps({k: v.get("start_curve", v.get("quality_curve", v)) if isinstance(v, dict) else v
+                      for k, v in report.items()}), flush=True)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
