@@ -44,6 +44,7 @@ from indi_pipeline import InDIPipeline, metrics
 from indi_pipeline.acceleration import dtype_name, optimize_for_inference
 from indi_pipeline.degradations import degrade_pil, pil_to_tensor
 from indi_pipeline.image_io import ImageFileError, ImageTooLargeError, open_image_file, size_problem, tensor_to_output
+from indi_pipeline.photo_files import PhotoMetadata
 from indi_pipeline.tasks import MODEL_DIR_ENV, TASKS, Task, start_text
 
 APP_DIR = Path(__file__).resolve().parent
@@ -277,15 +278,22 @@ _OUTPUT_DIR = Path(tempfile.mkdtemp(prefix="indi-app-"))
 atexit.register(shutil.rmtree, _OUTPUT_DIR, ignore_errors=True)
 
 
-def _png(image: PIL.Image.Image, name: str) -> str:
-    """Saves a lossless PNG for an output component and returns its path.
+def _png(image: PIL.Image.Image, name: str, metadata: PhotoMetadata | None = None) -> str:
+    """Saves a lossless PNG for an output component and returns its path; with ``metadata`` (the upload's) it
+    carries the photo's ICC profile and EXIF, orientation reset (what the visitor downloads).
 
     Gradio would encode PIL outputs itself (format="png" on the components), but at zlib level 6: ~0.2 s per
     512x512 image on one core, over a second for the slider plus the trajectory. Level 1 is 6x faster for ~15 %
     more bytes. Files older than OUTPUT_MAX_AGE_S are removed (Gradio serves its own copies).
     """
+    options = {}
+    if metadata is not None and metadata.icc_profile:
+        options["icc_profile"] = metadata.icc_profile
+    exif = None if metadata is None else metadata.exif_for(image.size)
+    if exif:
+        options["exif"] = exif
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)
+    image.save(buffer, format="PNG", compress_level=1, **options)
     data = buffer.getvalue()
     path = _OUTPUT_DIR / f"{name}-{hashlib.sha256(data).hexdigest()[:20]}.png"
     path.write_bytes(data)
@@ -377,7 +385,8 @@ def restore(
     seconds = time.perf_counter() - started
     restored = tensor_to_output(out.images, "pil")[0]
     before = _before(degraded, spec)
-    before_path, restored_path = _png(before, "before"), _png(restored, "restored")
+    metadata = PhotoMetadata.of(degraded)  # the upload's profile and camera data (none on a degraded clean photo)
+    before_path, restored_path = _png(before, "before", metadata), _png(restored, "restored", metadata)
 
     count = min(TRAJECTORY_FRAMES, steps + 1)
     picks = sorted({int(round(k)) for k in np.linspace(0, steps, count)})
@@ -389,7 +398,7 @@ def restore(
 
     report = (
         f"**{spec.title}**: {restored.width}×{restored.height} px, {steps} step{'s' if steps > 1 else ''}, "
-        f"eps {eps:g}, seed {int(seed)}{strength_note}{_estimate_note(spec, pipe, strength, out.start_t)}; "
+        f"eps {eps:g}, seed {int(seed)}{strength_note}{_estimate_note(spec, pipe, strength, out)}; "
         f"restored in {seconds:.1f} s on {_compute_text(pipe)}."
     )
     if clean is not None:
@@ -397,11 +406,11 @@ def restore(
     return (before_path, restored_path), report, gallery
 
 
-def _estimate_note(spec: Task, pipe: InDIPipeline, strength: float | None, start_t: list[float]) -> str:
+def _estimate_note(spec: Task, pipe: InDIPipeline, strength: float | None, out) -> str:
     """What the estimator read off the image, when the walk started from its estimate."""
     if strength is not None or pipe.estimator is None:
         return ""
-    return f", estimated from the image: {start_text(spec, start_t[0])}"
+    return f", estimated from the image: {start_text(spec, out.start_t[0], out.estimated_t[0], out.jpeg_quality[0])}"
 
 
 def _compute_text(pipe: InDIPipeline) -> str:
@@ -489,7 +498,7 @@ def sample_uncertainty(
     vmax = max(float(np.percentile(std, 99.5)), 0.5 / 255.0)
     summary = (
         f"**{samples} samples** of {spec.title} ({steps} steps, eps {eps:g}, "
-        f"seeds {int(seed)}–{int(seed) + samples - 1}{strength_note}{_estimate_note(spec, pipe, strength, out.start_t)}) "
+        f"seeds {int(seed)}–{int(seed) + samples - 1}{strength_note}{_estimate_note(spec, pipe, strength, out)}) "
         f"in one batched call: {seconds:.1f} s.\n\n"
         f"Mean per-pixel std: **{std.mean() * 255:.2f}** grey levels of 255 (max {std.max() * 255:.1f}). "
         f"The colour scale runs from 0 (black: every sample agrees) to {vmax * 255:.1f} (yellow, the 99.5th "

@@ -89,18 +89,6 @@ def _unique_output(path: Path, inputs: set[Path], written: set[Path]) -> Path:
     return candidate
 
 
-def _save_png(image, path: Path) -> None:
-    """Writes the PNG through a temporary name so an interrupted run never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
-    try:
-        image.save(temporary, format="PNG")
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-
-
 def _resolve_device(name: str) -> str:
     import torch
 
@@ -199,6 +187,14 @@ def cmd_restore(args: argparse.Namespace) -> int:
     import torch
 
     from .acceleration import dtype_name
+    from .photo_files import SUFFIXES, PhotoMetadata, png_bit_depth, read_16bit_png
+
+    if args.quality is not None and (args.format == "png" or not 1 <= args.quality <= 100):
+        raise SystemExit(
+            "indi: error: --quality is for --format jpeg or webp only"
+            if args.format == "png"
+            else f"indi: error: --quality must be 1-100, got {args.quality}"
+        )
 
     task_id = args.task
     task = get_task(task_id)
@@ -250,24 +246,32 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     def restore_one(path: Path):
         image = load_image(path, args.max_megapixels, scale=pipe.config.upscale_factor)
+        sixteen_bit = args.format == "png" and png_bit_depth(path) == 16  # kept at 16 bits (pypng reads it)
+        metadata = PhotoMetadata.of(image, bit_depth=16 if sixteen_bit else 8)
         generator = torch.Generator().manual_seed(args.seed)
         try:
+            pixels = read_16bit_png(path, _orientation(path)) if sixteen_bit else image
             out = pipe(
-                image,
+                pixels,
                 num_inference_steps=args.steps,
                 strength=strength,
                 generator=generator,
                 eps=args.eps,
-                output_type="pil",
+                output_type="np" if sixteen_bit else "pil",
             )
         except (ValueError, RuntimeError) as error:
             raise InputError(f"restoration failed: {error}") from None
         except MemoryError:
             raise InputError("restoration failed: out of memory (crop or downscale the image)") from None
-        note = f", {start_text(task, out.start_t[0])}" if strength == "auto" else ""
-        return image, out.images[0], f"{path.stem}_{task_id}_{args.steps}steps.png", note
+        note = (
+            f", {start_text(task, out.start_t[0], out.estimated_t[0], out.jpeg_quality[0])}"
+            if strength == "auto"
+            else ""
+        )
+        name = f"{path.stem}_{task_id}_{args.steps}steps{SUFFIXES[args.format]}"
+        return image, out.images[0], name, note, metadata
 
-    return process_files(files, problems, Path(args.output_dir), restore_one)
+    return process_files(files, problems, Path(args.output_dir), restore_one, args.format, args.quality)
 
 
 def expand_and_report(arguments: list[str]) -> tuple[list[Path], list[str]]:
@@ -280,18 +284,39 @@ def expand_and_report(arguments: list[str]) -> tuple[list[Path], list[str]]:
     return files, problems
 
 
-def process_files(files: list[Path], problems: list[str], output_dir: Path, convert) -> int:
-    """Writes ``convert(path) -> (input, output image, file name, note)`` as a PNG per file: one line per file, one
-    error line per bad file (the others still run); returns the exit code (1 if any input failed)."""
+def _orientation(path: Path) -> int:
+    import PIL.Image
+
+    with PIL.Image.open(path) as image:
+        return int(image.getexif().get(0x0112, 1))
+
+
+def _size_text(result) -> str:
+    """'WxH' of a PIL image or an H x W x C array."""
+    width, height = (result.width, result.height) if hasattr(result, "width") else result.shape[1::-1]
+    return f"{width}x{height}"
+
+
+def process_files(
+    files: list[Path], problems: list[str], output_dir: Path, convert, format: str = "png", quality: int | None = None
+) -> int:
+    """Writes ``convert(path) -> (input, output image, file name, note, metadata)`` per file (`photo_files`: the
+    input's ICC profile and EXIF kept): one line per file, one error line per bad file (the others still run);
+    returns the exit code (1 if any input failed)."""
+    from .photo_files import save_photo
+
     inputs = {f.resolve() for f in files}
     written: set[Path] = set()
     failures = len(problems)
     for index, path in enumerate(files, 1):
         start = time.perf_counter()
         try:
-            image, result, name, note = convert(path)
+            image, result, name, note, metadata = convert(path)
             target = _unique_output(output_dir / name, inputs, written)
-            _save_png(result, target)
+            try:
+                save_photo(result, target, metadata, format, quality)
+            except ValueError as error:  # e.g. an alpha channel asked to go into a JPEG
+                raise InputError(error) from None
             written.add(target.resolve())
         except InputError as error:
             failures += 1
@@ -303,7 +328,7 @@ def process_files(files: list[Path], problems: list[str], output_dir: Path, conv
             continue
         print(
             f"[{index}/{len(files)}] {path} ({image.width}x{image.height}) -> {target} "
-            f"({result.width}x{result.height}{note}) {time.perf_counter() - start:.2f} s",
+            f"({_size_text(result)}{note}) {time.perf_counter() - start:.2f} s",
             flush=True,
         )
     if failures:
@@ -315,6 +340,7 @@ def process_files(files: list[Path], problems: list[str], output_dir: Path, conv
 # -------------------------------------------------------------------------------------------------------- degrade
 def cmd_degrade(args: argparse.Namespace) -> int:
     from .degradations import SR_SCALE, degrade_pil
+    from .photo_files import PhotoMetadata
 
     task_id = args.task
     kwargs = {}
@@ -346,7 +372,7 @@ def cmd_degrade(args: argparse.Namespace) -> int:
         note = ""
         if task_id == "sr4" and (image.width % SR_SCALE or image.height % SR_SCALE):
             note = f", cropped to {image.width - image.width % SR_SCALE}x{image.height - image.height % SR_SCALE} first"
-        return image, degraded, f"{path.stem}_{task_id}.png", note
+        return image, degraded, f"{path.stem}_{task_id}.png", note, PhotoMetadata.of(image)
 
     return process_files(files, problems, Path(args.output_dir), degrade_one)
 
@@ -455,7 +481,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--eps", type=float, default=None, help="path noise level; default: the model's scheduler setting"
     )
     restore.add_argument("--seed", type=int, default=0, help="random seed of the path noise (default: 0)")
-    restore.add_argument("--output-dir", default="outputs", help="folder for the restored PNGs (default: outputs)")
+    restore.add_argument("--output-dir", default="outputs", help="folder for the restored files (default: outputs)")
+    restore.add_argument(
+        "--format",
+        default="png",
+        choices=["png", "jpeg", "webp"],
+        help="output file format (default: png, 16-bit where the input PNG is); the input's ICC colour profile and "
+        "EXIF are kept, the orientation tag reset and the pixel dimensions updated",
+    )
+    restore.add_argument(
+        "--quality",
+        type=int,
+        default=None,
+        help="jpeg / webp quality 1-100 (default: 95; jpeg at 90 or more keeps full-resolution colour)",
+    )
     restore.add_argument(
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: cuda if available)"
     )

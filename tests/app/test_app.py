@@ -152,3 +152,20 @@ def test_report_says_what_was_estimated_and_a_known_noise_level_overrides_it(cli
     assert "estimated from the image: " in report  # what it read off this small crop: a level or "nothing"
     _, _, report, _ = _restore(client, files["small"], task="denoise", steps=1, noise_level=25, degrade_first=True)
     assert "known noise level 25/255" in report and "estimated from the image" not in report
+
+
+@needs("denoise")
+def test_the_download_keeps_the_photo_s_profile_and_exif(client, tmp_path):
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = 6, "Camera maker"  # stored sideways, as phones do
+    with Image.open(EXAMPLE) as photo:
+        photo.convert("RGB").crop((200, 100, 264, 148)).save(
+            tmp_path / "phone.jpg", quality=92, icc_profile=icc, exif=exif.tobytes()
+        )
+    _, after, _, _ = _restore(client, tmp_path / "phone.jpg", task="denoise", steps=1)
+    assert after.size == (48, 64)  # upright
+    assert after.info["icc_profile"] == icc
+    assert after.getexif()[0x0112] == 1 and after.getexif()[0x010F] == "Camera maker"
