@@ -83,7 +83,8 @@ class InDIStartEstimator(SafetensorsOnlyLoading, ModelMixin, ConfigMixin):
             high_pass = x - F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), 3, stride=1)
             features = self.features(torch.cat([x - 0.5, 8 * high_pass], dim=1)).float()
             log_energies.append(torch.log(features.pow(2).mean(dim=(2, 3)) + 1e-8))
-        return self.head(torch.cat(log_energies, dim=1)).squeeze(1)
+        head_dtype = self.head[0].weight.dtype  # energies are summed in fp32; an fp16 head (torch_dtype) reads them
+        return self.head(torch.cat(log_energies, dim=1).to(head_dtype)).squeeze(1)
 
     @torch.no_grad()
     def estimate(self, images: torch.Tensor) -> torch.Tensor:

@@ -43,8 +43,8 @@ STARTS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)  # the blind 
 QUALITIES = (10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
 
 
-def calibration_photos(val_images: list[np.ndarray]) -> list[np.ndarray]:
-    return val_images[CALIBRATION_SKIPS:] or val_images
+def calibration_photos(val_images: list[np.ndarray], max_photos: int | None = None) -> list[np.ndarray]:
+    return (val_images[CALIBRATION_SKIPS:] or val_images)[:max_photos]
 
 
 def centre_crops(images: list[np.ndarray], size: int = CROP) -> torch.Tensor:
@@ -97,10 +97,12 @@ def non_decreasing(values: list[float]) -> list[float]:
     return [mean for mean, count in blocks for _ in range(count)]
 
 
-def calibrate_start_curve(pipe: InDIPipeline, task_id: str, val_images: list[np.ndarray], seed: int = 0) -> dict:
+def calibrate_start_curve(
+    pipe: InDIPipeline, task_id: str, val_images: list[np.ndarray], seed: int = 0, max_photos: int | None = None
+) -> dict:
     """Sets the estimator's ``start_curve`` from the best start at each level of the task's path (train_estimator's
     samples, fixed t); returns the points."""
-    clean = centre_crops(calibration_photos(val_images))
+    clean = centre_crops(calibration_photos(val_images, max_photos))
     rng, generator = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
     points = []
     for level in PATH_LEVELS:
@@ -130,9 +132,11 @@ def jpeg_file_tables(quality: int) -> dict:
     return PIL.Image.open(buffer).quantization
 
 
-def calibrate_quality_curve(pipe: InDIPipeline, val_images: list[np.ndarray], seed: int = 0) -> dict:
+def calibrate_quality_curve(
+    pipe: InDIPipeline, val_images: list[np.ndarray], seed: int = 0, max_photos: int | None = None
+) -> dict:
     """Sets the jpeg estimator's ``quality_curve`` from the best start for files saved at each quality."""
-    clean = centre_crops(calibration_photos(val_images))
+    clean = centre_crops(calibration_photos(val_images, max_photos))
     points = []
     for quality in QUALITIES:
         degraded = jpeg_compress(clean, quality=quality)
@@ -149,7 +153,9 @@ def calibrate_quality_curve(pipe: InDIPipeline, val_images: list[np.ndarray], se
     return {"photos": len(clean), "crop": CROP, "quality_curve": curve, "points": points}
 
 
-def calibrate(repo: Path, val_data_dir: str, threads: int = 2, curves: bool = True) -> dict:
+def calibrate(
+    repo: Path, val_data_dir: str, threads: int = 2, curves: bool = True, max_photos: int | None = None
+) -> dict:
     """All of the module docstring's measurements on the repo's estimator, saved back into ``repo/estimator``."""
     torch.set_num_threads(threads)
     val_images = load_clean_folder(val_data_dir, CROP)
@@ -165,9 +171,9 @@ def calibrate(repo: Path, val_data_dir: str, threads: int = 2, curves: bool = Tr
     start = time.perf_counter()
     report = {"nothing_below": calibrate_nothing_below(pipe.estimator, val_images)}
     if curves:
-        report["start_curve"] = calibrate_start_curve(pipe, task_id, val_images)
+        report["start_curve"] = calibrate_start_curve(pipe, task_id, val_images, max_photos=max_photos)
         if task_id == "jpeg":
-            report["quality_curve"] = calibrate_quality_curve(pipe, val_images)
+            report["quality_curve"] = calibrate_quality_curve(pipe, val_images, max_photos=max_photos)
     report["wall_seconds"] = round(time.perf_counter() - start, 1)
     report["machine"] = f"CPU ({cpu_model()}, {threads_text(threads)}), torch {torch.__version__}"
     save_estimator(pipe.estimator, repo / "estimator")
@@ -185,8 +191,11 @@ def main(argv=None) -> int:
     parser.add_argument("--val_data_dir", required=True, help="folder of clean held-out photos")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     parser.add_argument("--no_curves", action="store_true", help="only nothing_below (seconds instead of minutes)")
+    parser.add_argument(
+        "--max_photos", type=int, default=None, help="sweep the curves on at most this many photos (default: all)"
+    )
     args = parser.parse_args(argv)
-    report = calibrate(Path(args.repo), args.val_data_dir, args.threads, curves=not args.no_curves)
+    report = calibrate(Path(args.repo), args.val_data_dir, args.threads, not args.no_curves, args.max_photos)
     print(json.dumps({k: v.get("start_curve", v.get("quality_curve", v)) if isinstance(v, dict) else v
                       for k, v in report.items()}), flush=True)  # fmt: skip
     return 0

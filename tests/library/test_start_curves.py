@@ -128,3 +128,23 @@ def test_calibration_writes_monotone_curves_into_the_repo(tmp_path):
     assert config["nothing_below"] == report["nothing_below"]["nothing_below"]
     info = json.loads((tmp_path / "repo" / "estimator" / "train_info.json").read_text())
     assert set(info["curves"]) >= {"start_curve", "quality_curve", "machine"}
+
+
+@pytest.mark.parametrize("with_tree", [False, True])
+def test_estimator_and_its_curves_load_by_repo_id_from_the_hub_cache(hub_cache, tmp_path, with_tree):
+    from helpers import HUB_REPO_ID, build_hub_cache
+
+    from indi_pipeline import InDIPipeline
+
+    pipe = make_tiny_pipeline(eps=0.0, task="jpeg")
+    curve, qualities = [[0.1, 0.0], [0.9, 1.0]], [[10, 1.0], [95, 0.05]]
+    pipe.register_modules(estimator=make_estimator(task="jpeg", start_curve=curve, quality_curve=qualities).half())
+    pipe.save_pretrained(tmp_path / "repo")
+    build_hub_cache(hub_cache, HUB_REPO_ID, tmp_path / "repo", with_tree=with_tree)
+    loaded = InDIPipeline.from_pretrained(HUB_REPO_ID)
+    assert isinstance(loaded.estimator, InDIStartEstimator)
+    assert loaded.estimator.config.start_curve == curve and loaded.estimator.config.quality_curve == qualities
+    image = jpeg_file(20)
+    assert loaded(image, num_inference_steps=1, output_type="pt").start_t == pytest.approx(
+        pipe(image, num_inference_steps=1, output_type="pt").start_t, abs=1e-3
+    )
