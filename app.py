@@ -33,6 +33,7 @@ import shutil
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -44,6 +45,7 @@ from indi_pipeline import InDIPipeline, metrics
 from indi_pipeline.acceleration import dtype_name, optimize_for_inference
 from indi_pipeline.degradations import degrade_pil, pil_to_tensor
 from indi_pipeline.image_io import ImageFileError, ImageTooLargeError, open_image_file, size_problem, tensor_to_output
+from indi_pipeline.limits import region_box
 from indi_pipeline.photo_files import PhotoMetadata
 from indi_pipeline.tasks import MODEL_DIR_ENV, TASKS, Task, start_text
 
@@ -55,6 +57,10 @@ MODEL_REVISION_ENV = "INDI_MODEL_REVISION"
 MAX_PIXELS = int(float(os.environ.get("INDI_APP_MAX_PIXELS", "2.1e6")))  # per restored image, at the output size
 QUEUE_SIZE = int(os.environ.get("INDI_APP_QUEUE_SIZE", "16"))  # waiting requests; one more is refused "queue full"
 MIN_SIDE = 8  # px, of the image the walk runs on
+# A photo over MAX_PIXELS (a phone's 12-50 MP) gets a full-resolution region restored instead of a refusal; this is
+# the largest photo the region is cut from (decoding it costs memory, not network time).
+MAX_PHOTO_PIXELS = int(float(os.environ.get("INDI_APP_MAX_PHOTO_PIXELS", "60e6")))
+OVERVIEW_SIDE = 512  # px, long side of the picture that shows where the region sits
 MAX_STEPS = 50
 MAX_SAMPLES = 8
 TRAJECTORY_FRAMES = 6
@@ -195,19 +201,64 @@ def _upload_path(image: str | dict | None) -> str:
     return str(path)
 
 
-def open_image(image: str | dict | None, scale: int = 1) -> PIL.Image.Image:
-    """The upload as an 8-bit RGB (or RGBA) PIL image, upright; gr.Error naming the problem for a file that is not a
-    still image, is damaged, or is too large (`open_image_file` checks the size from the header, before any pixel is
-    decoded; `scale`: the restored output's magnification)."""
+@dataclass(frozen=True)
+class Region:
+    """Where the restored region lies in a photo too large to restore whole: (left, top, right, bottom) and the
+    photo's size."""
+
+    box: tuple[int, int, int, int]
+    photo_size: tuple[int, int]
+
+    def text(self, task: Task) -> str:
+        (left, top, right, bottom), (width, height) = self.box, self.photo_size
+        return (
+            f"\n\nYour photo is {width}×{height} px ({width * height / 1e6:.1f} MP), more than this Space restores at "
+            f"once ({MAX_PIXELS / 1e6:.1f} MP at the output size), so this is its full-resolution region "
+            f"x {left}–{right}, y {top}–{bottom} (outlined in the first trajectory frame; move it with *Region* "
+            f"under Advanced). For the whole photo, run `indi restore photo.jpg --task {task.task_id}` or "
+            "`InDIPipeline` on your machine: both tile large photos."
+        )
+
+    def overview(self, photo: PIL.Image.Image) -> PIL.Image.Image:
+        """The whole photo, small, with the region outlined."""
+        from PIL import ImageDraw
+
+        small = photo.convert("RGB")
+        small.thumbnail((OVERVIEW_SIDE, OVERVIEW_SIDE))
+        ratio = small.width / photo.width
+        box = [round(v * ratio) for v in self.box]
+        draw = ImageDraw.Draw(small)
+        for inset, colour in ((0, (255, 255, 255)), (2, (230, 40, 40))):
+            draw.rectangle([box[0] + inset, box[1] + inset, box[2] - inset, box[3] - inset], outline=colour, width=2)
+        return small
+
+
+def open_image(
+    image: str | dict | None, scale: int = 1, centre: tuple[float, float] = (0.5, 0.5), count: int = 1
+) -> tuple[PIL.Image.Image, Region | None, PIL.Image.Image | None]:
+    """The upload as an 8-bit RGB (or RGBA) PIL image, upright, with the region it is of a larger photo and that photo
+    (None, None when it is whole); gr.Error naming the problem for a file that is not a still image, is damaged, or
+    is too large even to cut a region from (`open_image_file` checks the size from the header, before any pixel is
+    decoded). `scale`: the restored output's magnification; `count`: images restored at once (samples)."""
     path = _upload_path(image)
+    region = photo = None
     try:
-        image = open_image_file(path, max_pixels=MAX_PIXELS, scale=scale)
-    except ImageTooLargeError as error:
-        raise gr.Error(f"The image has {error}. Crop or downscale it.") from None
+        image = open_image_file(path, max_pixels=MAX_PIXELS // count, scale=scale)
+    except ImageTooLargeError:
+        try:
+            photo = open_image_file(path, max_pixels=MAX_PHOTO_PIXELS)
+        except ImageTooLargeError as error:
+            raise gr.Error(f"The image has {error}. Crop or downscale it.") from None
+        except ImageFileError as error:
+            raise gr.Error(f"Cannot restore this upload: {error}.") from None
+        box = region_box(photo.width, photo.height, MAX_PIXELS // count, centre, scale)
+        region = Region(box, photo.size)
+        image = photo.crop(box)
+        image.info.update(photo.info)  # the file's profile, EXIF and JPEG tables belong to the region too
     except ImageFileError as error:
         raise gr.Error(f"Cannot restore this upload: {error}. Upload a PNG, JPEG, WebP, BMP or TIFF photo.") from None
     check_min_side(image.width, image.height, scale)  # the pixel limit was checked from the header, above
-    return _to_8bit(image)
+    return _to_8bit(image), region, photo
 
 
 def _to_8bit(image: PIL.Image.Image) -> PIL.Image.Image:
@@ -237,18 +288,21 @@ def _strength(task: Task, noise_level: float | None) -> tuple[float | None, str]
     return strength, f", known noise level {noise_level:g}/255 → strength {strength:.2f}"
 
 
-def _prepare(image, task: Task, degrade_first: bool) -> tuple[PIL.Image.Image, PIL.Image.Image | None]:
-    """(the pipeline's input, the clean original or None). With degrade_first the upload is a clean photo that is
-    degraded here by the library's own degradation of the task (seed 0), so metrics against it can be shown."""
+def _prepare(image, task: Task, degrade_first: bool, centre=(0.5, 0.5), count: int = 1):
+    """(the pipeline's input, the clean original or None, the region of a larger photo or None, that photo or None).
+    With degrade_first the upload is a clean photo that is degraded here by the library's own degradation of the
+    task (seed 0), so metrics against it can be shown."""
     if not degrade_first:
-        return open_image(image, scale=task.upscale_factor), None
-    clean = open_image(image, scale=1).convert("RGB")
+        degraded, region, photo = open_image(image, scale=task.upscale_factor, centre=centre, count=count)
+        return degraded, None, region, photo
+    clean, region, photo = open_image(image, scale=1, centre=centre, count=count)
+    clean = clean.convert("RGB")
     if task.upscale_factor > 1:
         factor = task.upscale_factor
         if min(clean.size) < factor * MIN_SIDE:
             raise gr.Error(f"A clean photo for {task.title} needs at least {factor * MIN_SIDE} px on each side.")
         clean = clean.crop((0, 0, clean.width - clean.width % factor, clean.height - clean.height % factor))
-    return degrade_pil(task.task_id, clean, seed=0), clean
+    return degrade_pil(task.task_id, clean, seed=0), clean, region, photo
 
 
 def _before(degraded: PIL.Image.Image, task: Task) -> PIL.Image.Image:
@@ -329,15 +383,31 @@ def _metrics_table(clean, before, restored, task: Task, steps: int) -> str:
     )
 
 
-def _request(image, task, steps, eps, noise_level, degrade_first):
+@dataclass
+class Request:
     """What /restore and /uncertainty share: the task, the checked steps and eps, the walk's start t (with a note
-    for the report), and the image to restore (plus the clean original when the upload is degraded first)."""
+    for the report), the image to restore, the clean original when the upload is degraded first, and the region of
+    a larger photo (with that photo) when the upload is too large to restore whole."""
+
+    spec: Task
+    steps: int
+    eps: float
+    strength: float | None
+    strength_note: str
+    degraded: PIL.Image.Image
+    clean: PIL.Image.Image | None
+    region: Region | None
+    photo: PIL.Image.Image | None
+
+
+def _request(image, task, steps, eps, noise_level, degrade_first, region_x=50, region_y=50, count=1) -> Request:
     spec = _task(task)
     steps = _number(steps, "steps", 1, MAX_STEPS, whole=True)
     eps = _number(eps, "eps", 0.0, 0.5)
+    centre = (_number(region_x, "region_x", 0, 100) / 100, _number(region_y, "region_y", 0, 100) / 100)
     strength, strength_note = _strength(spec, noise_level)
-    degraded, clean = _prepare(image, spec, bool(degrade_first))
-    return spec, steps, eps, strength, strength_note, degraded, clean
+    prepared = _prepare(image, spec, bool(degrade_first), centre, count)
+    return Request(spec, steps, eps, strength, strength_note, *prepared)
 
 
 def restore(
@@ -348,6 +418,8 @@ def restore(
     eps: float = DEFAULT_EPS,
     noise_level: float = 0,
     degrade_first: bool = False,
+    region_x: float = 50,
+    region_y: float = 50,
     progress: gr.Progress = gr.Progress(),
 ) -> tuple[tuple[str, str], str, list[tuple[str, str]]]:
     """Restores an image with the task's InDI model.
@@ -361,14 +433,19 @@ def restore(
         noise_level: denoise only: the known noise sigma in 8-bit levels (1-50); 0 = unknown (start at t = 1).
         degrade_first: the upload is a clean photo: degrade it with the task's degradation (seed 0) first and report
             PSNR / LPIPS against it.
+        region_x, region_y: for a photo too large to restore whole, where the centre of the full-resolution region
+            that is restored lies, in percent of the photo's width and height (default: its centre).
 
     Returns:
-        (before, after) images for the slider, a Markdown report, and ~6 frames of the walk with their t.
+        (before, after) images for the slider, a Markdown report, and ~6 frames of the walk with their t (the first
+        one, for a region of a larger photo, shows where it lies).
     """
     generator = _generator(seed)
-    spec, steps, eps, strength, strength_note, degraded, clean = _request(
-        image, task, steps, eps, noise_level, degrade_first
-    )
+    request = _request(image, task, steps, eps, noise_level, degrade_first, region_x, region_y)
+    spec, steps, eps, strength, strength_note = (
+        request.spec, request.steps, request.eps, request.strength, request.strength_note
+    )  # fmt: skip
+    degraded, clean = request.degraded, request.clean
     pipe = get_pipeline(spec)
 
     started = time.perf_counter()
@@ -391,6 +468,9 @@ def restore(
     count = min(TRAJECTORY_FRAMES, steps + 1)
     picks = sorted({int(round(k)) for k in np.linspace(0, steps, count)})
     gallery = []
+    if request.region is not None:
+        overview = _png(request.region.overview(request.photo), "region")
+        gallery.append((overview, f"the restored region of the {request.photo.width}×{request.photo.height} photo"))
     for k in picks:
         label = "start" if k == 0 else "result" if k == steps else f"step {k}"
         frame = restored_path if k == steps else _png(tensor_to_output(out.trajectory[k], "pil")[0], f"t{k}")
@@ -401,6 +481,8 @@ def restore(
         f"eps {eps:g}, seed {int(seed)}{strength_note}{_estimate_note(spec, pipe, strength, out)}; "
         f"restored in {seconds:.1f} s on {_compute_text(pipe)}."
     )
+    if request.region is not None:
+        report += request.region.text(spec)
     if clean is not None:
         report += "\n\n" + _metrics_table(clean, before, restored, spec, steps)
     return (before_path, restored_path), report, gallery
@@ -463,6 +545,8 @@ def sample_uncertainty(
     noise_level: float = 0,
     degrade_first: bool = False,
     samples: int = 4,
+    region_x: float = 50,
+    region_y: float = 50,
     progress: gr.Progress = gr.Progress(),
 ) -> tuple[str, str, str]:
     """Draws `samples` restorations with seeds seed, seed+1, ... in one batched pipeline call.
@@ -473,9 +557,11 @@ def sample_uncertainty(
     samples = _number(samples, "samples", 2, MAX_SAMPLES, whole=True)
     first = _generator(seed)  # validates the seed
     generators = [first] + [torch.Generator().manual_seed(int(seed) + k) for k in range(1, samples)]
-    spec, steps, eps, strength, strength_note, degraded, _ = _request(
-        image, task, steps, eps, noise_level, degrade_first
-    )
+    request = _request(image, task, steps, eps, noise_level, degrade_first, region_x, region_y, count=samples)
+    spec, steps, eps, strength, strength_note = (
+        request.spec, request.steps, request.eps, request.strength, request.strength_note
+    )  # fmt: skip
+    degraded = request.degraded
     check_size(degraded.width, degraded.height, scale=spec.upscale_factor, count=samples)
     pipe = get_pipeline(spec)
 
@@ -506,6 +592,8 @@ def sample_uncertainty(
     )
     if eps == 0:
         summary += "\n\n*eps = 0 makes the walk deterministic, so every sample is the same: raise eps in Advanced.*"
+    if request.region is not None:
+        summary += request.region.text(spec).replace(" (outlined in the first trajectory frame;", " (")
     return _png(mean, "mean"), _png(_heatmap(std, vmax), "std"), summary
 
 
@@ -605,6 +693,13 @@ def build_demo() -> gr.Blocks:
                         info="Denoising only: start the walk at t = σ / 50 (strength). 0 = unknown: estimated from the image.",
                         visible=default.sigma_max is not None,
                     )
+                    with gr.Row():
+                        region_x = gr.Slider(
+                            0, 100, value=50, step=1, label="Region x (%)",
+                            info="A photo larger than the Space restores at once: where the centre of the "
+                            "full-resolution region lies (0 = left edge).",
+                        )  # fmt: skip
+                        region_y = gr.Slider(0, 100, value=50, step=1, label="Region y (%)", info="0 = top edge.")
                 run = gr.Button("Restore", variant="primary", elem_id="restore-button")
             with gr.Column(scale=3, min_width=360):
                 slider = gr.ImageSlider(
@@ -653,10 +748,11 @@ def build_demo() -> gr.Blocks:
                 uncertainty_report = gr.Markdown(label="Uncertainty report")
 
         params = [image, task, steps, seed, eps, noise_level, degrade_first]
+        region = [region_x, region_y]
         task.change(on_task_change, task, [task, image, eps, noise_level], queue=False, api_visibility="private")
         run.click(
             gpu_handler(restore),
-            params,
+            params + region,
             [slider, report, trajectory],
             api_name="restore",
             concurrency_limit=1,
@@ -665,7 +761,7 @@ def build_demo() -> gr.Blocks:
         )
         sample_button.click(
             gpu_handler(sample_uncertainty),
-            params + [samples],
+            params + [samples] + region,
             [mean_image, heatmap, uncertainty_report],
             api_name="uncertainty",
             concurrency_limit=1,

@@ -169,3 +169,18 @@ def test_the_download_keeps_the_photo_s_profile_and_exif(client, tmp_path):
     assert after.size == (48, 64)  # upright
     assert after.info["icc_profile"] == icc
     assert after.getexif()[0x0112] == 1 and after.getexif()[0x010F] == "Camera maker"
+
+
+@needs("denoise")
+def test_a_photo_too_large_to_restore_whole_gets_a_full_resolution_region(client, tmp_path):
+    with Image.open(EXAMPLE) as photo:
+        big = photo.convert("RGB").resize((2400, 1500))  # 3.6 MP: over the Space's 2.1 MP
+    big.save(tmp_path / "phone.png")
+    before, after, report, trajectory = _restore(client, tmp_path / "phone.png", task="denoise", steps=1, region_x=0)
+    width, height = after.size
+    assert width * height <= 2.1e6 and abs(width / height - 1.6) < 0.01  # the photo's shape, within the limit
+    assert np.array_equal(
+        np.asarray(before), np.asarray(big.crop((0, 750 - height // 2, width, 750 - height // 2 + height)))
+    )
+    assert "2400×1500 px" in report and "full-resolution region x 0–" in report and "indi restore" in report
+    assert trajectory[0]["caption"] == "the restored region of the 2400×1500 photo"
