@@ -194,16 +194,24 @@ class InDIPipeline(SafePipelineLoading, DiffusionPipeline):
         return -(-tiles // tile_batch_size)
 
     def _estimate_starts(self, batches: list[ImageBatch]) -> tuple[list[ImageBatch], list[float], list[float]]:
-        """strength="auto": one batch per image (each walks from its own t), the start t of each and the estimate
-        it came from (`InDIStartEstimator.start_for`; 0 = nothing to restore). Once per image, before any tiling."""
-        singles, starts, estimates = [], [], []
+        """strength="auto": the batches regrouped so that each walks from one start t (neighbouring images with the
+        same start stay together: K copies of one photo are still one batch), their starts, and each image's
+        estimate (`InDIStartEstimator.start_for_image`; a start of 0 = nothing to restore). Once per image, before
+        any tiling."""
+        groups, starts, estimates = [], [], []
         for batch in batches:
-            for k, estimate in enumerate(self.estimator.estimate(batch.rgb).tolist()):
-                alpha = None if batch.alpha is None else batch.alpha[k : k + 1]
-                singles.append(ImageBatch(batch.rgb[k : k + 1], alpha, batch.grayscale, batch.jpeg_quality))
-                starts.append(self.estimator.start_for_image(estimate, batch.jpeg_quality))
-                estimates.append(float(estimate))
-        return singles, starts, estimates
+            image_estimates = self.estimator.estimate(batch.rgb).tolist()
+            image_starts = [self.estimator.start_for_image(e, batch.jpeg_quality) for e in image_estimates]
+            estimates += [float(e) for e in image_estimates]
+            first = 0
+            for k in range(1, len(image_starts) + 1):
+                if k < len(image_starts) and image_starts[k] == image_starts[first]:
+                    continue
+                alpha = None if batch.alpha is None else batch.alpha[first:k]
+                groups.append(ImageBatch(batch.rgb[first:k], alpha, batch.grayscale, batch.jpeg_quality))
+                starts.append(image_starts[first])
+                first = k
+        return groups, starts, estimates
 
     def _predict_clean(self, model_input: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         """The network's prediction of the clean image, under autocast when `autocast_dtype` is set."""

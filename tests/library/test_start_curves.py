@@ -148,3 +148,14 @@ def test_estimator_and_its_curves_load_by_repo_id_from_the_hub_cache(hub_cache, 
     assert loaded(image, num_inference_steps=1, output_type="pt").start_t == pytest.approx(
         pipe(image, num_inference_steps=1, output_type="pt").start_t, abs=1e-3
     )
+
+
+def test_copies_of_one_image_walk_as_one_batch_under_auto():
+    pipe = make_tiny_pipeline(eps=0.0)
+    pipe.register_modules(estimator=make_estimator(nothing_below=0.0))
+    calls = []
+    original = pipe.unet.forward
+    pipe.unet.forward = lambda x, *a, **k: calls.append(x.shape[0]) or original(x, *a, **k)
+    image = torch.rand(1, 3, 40, 48, generator=torch.Generator().manual_seed(5))
+    out = pipe(image.repeat(3, 1, 1, 1), num_inference_steps=2, output_type="pt")
+    assert calls == [3, 3] and len(set(out.start_t)) == 1 and len(out.estimated_t) == 3
