@@ -196,6 +196,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
             else f"indi: error: --quality must be 1-100, got {args.quality}"
         )
 
+    if args.task == "auto":
+        return cmd_restore_auto(args)
+    if args.upscale:
+        raise SystemExit("indi: error: --upscale is for --task auto (for super-resolution alone: --task sr4)")
     task_id = args.task
     task = get_task(task_id)
     if args.steps is None:
@@ -282,6 +286,53 @@ def expand_and_report(arguments: list[str]) -> tuple[list[Path], list[str]]:
     if not files:
         print("indi: error: no input images", file=sys.stderr)
     return files, problems
+
+
+def cmd_restore_auto(args: argparse.Namespace) -> int:
+    """`indi restore --task auto`: detect what each photo has with the bundled estimators and restore it in order
+    (`auto_restore.restore_auto`), printing what was found and applied per file."""
+    import torch
+
+    from .auto_restore import CHAIN_ORDER, restore_auto
+    from .image_io import tensor_to_output
+    from .photo_files import SUFFIXES, PhotoMetadata
+
+    for flag, value in (("--model", args.model), ("--strength", args.strength), ("--sigma", args.sigma)):
+        if value is not None:
+            raise SystemExit(f"indi: error: {flag} is for one task; --task auto uses each task's bundled model")
+    if args.steps is not None and args.steps < 1:
+        raise SystemExit(f"indi: error: --steps must be >= 1, got {args.steps}")
+    files, problems = expand_and_report(args.images)
+    if not files:
+        return 1
+    device = _resolve_device(args.device)
+    chain_tasks = [t for t in CHAIN_ORDER if (get_task(t).local_path / "estimator" / "config.json").is_file()]
+    if not chain_tasks:
+        raise SystemExit("indi: error: --task auto needs bundled models with a start estimator; none was found")
+    pipelines = {t: load_pipeline(None, t, device, compile=args.compile, dtype=args.dtype) for t in chain_tasks}
+    if args.upscale:
+        pipelines["sr4"] = load_pipeline(None, "sr4", device, compile=args.compile, dtype=args.dtype)
+    print(f"restoring {len(files)} image(s) automatically: looking for {', '.join(chain_tasks)}", flush=True)
+
+    def restore_one(path: Path):
+        image = load_image(path, args.max_megapixels, scale=4 if args.upscale else 1)
+        try:
+            result = restore_auto(image, pipelines, num_inference_steps=args.steps, upscale=args.upscale,
+                                  generator=torch.Generator().manual_seed(args.seed))  # fmt: skip
+        except (ValueError, RuntimeError) as error:
+            raise InputError(f"restoration failed: {error}") from None
+        restored = tensor_to_output(result.image, "pil")[0]
+        if image.mode in ("RGBA", "LA"):  # the chain restores colour; the photo's alpha is put back
+            restored.putalpha(image.getchannel("A").resize(restored.size))
+        return (
+            image,
+            restored,
+            f"{path.stem}_auto{SUFFIXES[args.format]}",
+            f"; {result.report()}",
+            PhotoMetadata.of(image),
+        )
+
+    return process_files(files, problems, Path(args.output_dir), restore_one, args.format, args.quality)
 
 
 def _orientation(path: Path) -> int:
@@ -448,7 +499,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(never over an input file). Folders expand to the images inside them.",
     )
     restore.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
-    restore.add_argument("--task", required=True, choices=task_ids, help="restoration task (see `indi tasks`)")
+    restore.add_argument(
+        "--task",
+        required=True,
+        choices=["auto", *task_ids],
+        help="restoration task (see `indi tasks`), or auto: detect what each photo has with the bundled models' "
+        "estimators and restore it in order (JPEG, noise, blur)",
+    )
+    restore.add_argument("--upscale", action="store_true", help="with --task auto: also 4x super-resolution, last")
     restore.add_argument(
         "--model",
         default=None,

@@ -93,3 +93,22 @@ def test_nothing_found_leaves_the_photo_unchanged_and_upscale_needs_sr4():
     assert [s.task for s in upscaled.stages] == ["sr4"] and upscaled.image.shape[-2:] == (160, 192)
     with pytest.raises(ValueError, match="at least one model repo with a start estimator"):
         restore_auto(image, {"sr4": pipeline("sr4", None)})
+
+
+def test_cli_task_auto_prints_what_it_found_and_applied(tmp_path, monkeypatch, capsys):
+    from indi_pipeline.cli import main
+
+    models = tmp_path / "models"
+    pipeline("denoise", ALWAYS).save_pretrained(models / "indi-denoise")
+    pipeline("jpeg", NEVER, seed=1).save_pretrained(models / "indi-jpeg")
+    monkeypatch.setenv("INDI_MODEL_DIR", str(models))
+    PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    assert main(["restore", str(tmp_path / "a.png"), "--task", "auto", "--steps", "1", "--output-dir", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "looking for jpeg, denoise" in text and "no JPEG blocking" in text and "Applied: denoise from t = " in text
+    assert PIL.Image.open(out / "a_auto.png").size == (48, 40)
+    with pytest.raises(SystemExit, match="--sigma is for one task"):
+        main(["restore", str(tmp_path / "a.png"), "--task", "auto", "--sigma", "10"])
+    with pytest.raises(SystemExit, match="--upscale is for --task auto"):
+        main(["restore", str(tmp_path / "a.png"), "--task", "denoise", "--upscale"])
