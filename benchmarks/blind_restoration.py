@@ -30,11 +30,11 @@ from indi_pipeline import InDIPipeline
 from indi_pipeline.acceleration import optimize_for_inference
 from indi_pipeline.degradations import blur, defocus_blur, degradation_generator, jpeg_compress, motion_blur
 from indi_pipeline.image_io import tensor_to_output
+from indi_pipeline.jpeg_quality import ijg_tables
 from indi_pipeline.machine import cpu_model, threads_text
 from indi_pipeline.metrics import lpips, psnr
 from indi_pipeline.noise_models import camera_noise, jpeg_after
 from indi_pipeline.tasks import TASKS
-from train.calibrate_estimator import jpeg_file_tables
 from train.eval_indi import load_clean_images
 
 SWEEP = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
@@ -94,7 +94,7 @@ def last_jpeg_quality(family: str) -> int | None:
 def as_jpeg_file(y: torch.Tensor, quality: int) -> PIL.Image.Image:
     """The decoded JPEG ``y`` as the pipeline gets a JPEG file: its pixels, with the tables it was saved with."""
     image = tensor_to_output(y, "pil")[0]
-    image.info["quantization"] = jpeg_file_tables(quality)
+    image.info["quantization"] = ijg_tables(quality)
     return image
 
 

@@ -37,15 +37,16 @@ class JpegQuality:
         return self.mismatch < 0.02
 
 
+def ijg_tables(quality: int) -> dict:
+    """The quantisation tables Pillow (an IJG encoder) writes at ``quality``, as a file saved so carries them."""
+    buffer = io.BytesIO()
+    PIL.Image.new("RGB", (8, 8), (128, 128, 128)).save(buffer, "JPEG", quality=int(quality))
+    return PIL.Image.open(buffer).quantization
+
+
 @functools.lru_cache(maxsize=1)
 def _reference_luma_tables() -> np.ndarray:
-    tables = []
-    tile = PIL.Image.new("RGB", (8, 8), (128, 128, 128))
-    for quality in QUALITIES:
-        buffer = io.BytesIO()
-        tile.save(buffer, "JPEG", quality=quality)
-        tables.append(list(PIL.Image.open(buffer).quantization[0]))
-    return np.asarray(tables, dtype=np.float64)
+    return np.asarray([list(ijg_tables(quality)[0]) for quality in QUALITIES], dtype=np.float64)
 
 
 def quantization_tables(image: PIL.Image.Image) -> dict | None:

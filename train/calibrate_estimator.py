@@ -4,11 +4,14 @@ Three measurements, each written into ``estimator/config.json`` (and its figures
 
 * ``nothing_below``: the 95th percentile of the estimates on whole clean photos (about 1 in 20 clean photos still
   gets a short walk from a small t);
-* ``start_curve``: for x_t samples of the task's own path at several t, the fixed start that restores best at 1 step
-  (PSNR, a sweep that includes "leave it as it is"), against the mean estimate at that t; made non-decreasing. A
-  model that over-smooths does best started below the true t, and one that cannot improve a mild input does best
-  left alone: the curve turns what the estimator reads into what the model needs;
-* ``quality_curve`` (jpeg): the same sweep over files saved at IJG qualities 10-95, so that a JPEG file's tables
+* ``start_curve``: for inputs the task meets in photos, at several strengths of its own kind of degradation, the
+  fixed start that restores best at 1 step (PSNR, a sweep that includes "leave it as it is"), against the mean
+  estimate there; made non-decreasing. A model that over-smooths does best started below the t its estimator reads,
+  and one that cannot improve a mild input does best left alone: the curve turns what the estimator reads into what
+  the model needs. The strengths (`LEVELS`): noise of the training mix at path levels t (noise at t is noise of
+  t * sigma_max: the path is what photos have), and for the other tasks the real thing rather than the path's
+  interpolations: files saved at JPEG qualities 10-95, disk blurs of radius 0.5-6 px, camera shake of 2-25 px;
+* ``quality_curve`` (jpeg): the same sweep read by quality, so that a JPEG file's tables
   (`indi_pipeline.jpeg_quality`) give a start without looking at the pixels.
 
 The photos the blind benchmark scores (the first ``CALIBRATION_SKIPS`` of the sorted held-out folder) are left out,
@@ -28,7 +31,7 @@ import numpy as np
 import torch
 
 from indi_pipeline import InDIPipeline
-from indi_pipeline.degradations import jpeg_compress
+from indi_pipeline.degradations import defocus_blur, jpeg_compress, motion_blur
 from indi_pipeline.estimation import InDIStartEstimator
 from indi_pipeline.machine import cpu_model, threads_text
 from indi_pipeline.metrics import psnr
@@ -39,8 +42,10 @@ CALIBRATION_SKIPS = 8
 CLEAN_QUANTILE = 0.95
 CROP = 256
 PATH_LEVELS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
-STARTS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)  # the blind benchmark's sweep, and 0
 QUALITIES = (10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
+RADII = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0)
+LENGTHS = (2.0, 4.0, 6.0, 9.0, 12.0, 16.0, 20.0, 25.0)
+STARTS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)  # the blind benchmark's sweep, and 0
 
 
 def calibration_photos(val_images: list[np.ndarray], max_photos: int | None = None) -> list[np.ndarray]:
@@ -97,60 +102,52 @@ def non_decreasing(values: list[float]) -> list[float]:
     return [mean for mean, count in blocks for _ in range(count)]
 
 
+def levels(task_id: str) -> dict:
+    """{level: degrade(clean, generator, rng) -> inputs} of the sweep: see the module docstring."""
+    if task_id == "denoise":
+        return {t: (lambda x, g, rng, t=t: training_samples("denoise", x, g, rng, t=t)[0]) for t in PATH_LEVELS}
+    if task_id == "jpeg":
+        return {q: (lambda x, g, rng, q=q: jpeg_compress(x, quality=q)) for q in QUALITIES}
+    if task_id == "defocus_deblur":
+        return {r: (lambda x, g, rng, r=r: defocus_blur(x, radius=r, generator=g)) for r in RADII}
+    if task_id == "motion_deblur":
+        return {n: (lambda x, g, rng, n=n: motion_blur(x, length_range=(n, n), generator=g)) for n in LENGTHS}
+    raise ValueError(f"no calibration levels for task {task_id!r}")
+
+
 def calibrate_start_curve(
     pipe: InDIPipeline, task_id: str, val_images: list[np.ndarray], seed: int = 0, max_photos: int | None = None
 ) -> dict:
-    """Sets the estimator's ``start_curve`` from the best start at each level of the task's path (train_estimator's
-    samples, fixed t); returns the points."""
+    """Sets the estimator's ``start_curve`` (and for jpeg its ``quality_curve``) from the best start at each level
+    of `levels`; returns the points."""
     clean = centre_crops(calibration_photos(val_images, max_photos))
     rng, generator = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
     points = []
-    for level in PATH_LEVELS:
-        x_t, labels = training_samples(task_id, clean, generator, rng, t=level)
-        estimates = pipe.estimator.estimate(x_t)
-        start, scores = best_start(pipe, x_t, clean, seed)
-        points.append(
-            {"level": level, "label_mean": float(labels.mean()), "estimate_mean": float(estimates.mean()),
-             "best_start": start, "psnr_by_start": {f"{s:g}": v for s, v in scores.items()}}
-        )  # fmt: skip
-        print(json.dumps({k: v for k, v in points[-1].items() if k != "psnr_by_start"}), flush=True)
-    points.sort(key=lambda p: p["estimate_mean"])
-    starts = non_decreasing([p["best_start"] for p in points])
-    curve = [[round(p["estimate_mean"], 4), round(s, 4)] for p, s in zip(points, starts)]
-    pipe.estimator.register_to_config(start_curve=curve)
-    return {"photos": len(clean), "crop": CROP, "start_curve": curve, "points": points}
-
-
-def jpeg_file_tables(quality: int) -> dict:
-    """The quantisation tables Pillow writes at ``quality`` (what a file saved so carries)."""
-    import io
-
-    import PIL.Image
-
-    buffer = io.BytesIO()
-    PIL.Image.new("RGB", (8, 8)).save(buffer, "JPEG", quality=quality)
-    return PIL.Image.open(buffer).quantization
-
-
-def calibrate_quality_curve(
-    pipe: InDIPipeline, val_images: list[np.ndarray], seed: int = 0, max_photos: int | None = None
-) -> dict:
-    """Sets the jpeg estimator's ``quality_curve`` from the best start for files saved at each quality."""
-    clean = centre_crops(calibration_photos(val_images, max_photos))
-    points = []
-    for quality in QUALITIES:
-        degraded = jpeg_compress(clean, quality=quality)
-        start, scores = best_start(pipe, degraded, clean, seed)
+    for level, degrade in levels(task_id).items():
+        degraded = degrade(clean, generator, rng)
         estimates = pipe.estimator.estimate(degraded)
+        start, scores = best_start(pipe, degraded, clean, seed)
         points.append(
-            {"quality": quality, "estimate_mean": float(estimates.mean()), "best_start": start,
+            {"level": level, "estimate_mean": float(estimates.mean()), "best_start": start,
              "psnr_by_start": {f"{s:g}": v for s, v in scores.items()}}
         )  # fmt: skip
         print(json.dumps({k: v for k, v in points[-1].items() if k != "psnr_by_start"}), flush=True)
-    starts = non_decreasing([p["best_start"] for p in reversed(points)])[::-1]  # lower quality, later start
-    curve = [[p["quality"], round(s, 4)] for p, s in zip(points, starts)]
-    pipe.estimator.register_to_config(quality_curve=curve)
-    return {"photos": len(clean), "crop": CROP, "quality_curve": curve, "points": points}
+    report = {"photos": len(clean), "crop": CROP, "points": points, **fit_curves(pipe.estimator, task_id, points)}
+    return report
+
+
+def fit_curves(estimator: InDIStartEstimator, task_id: str, points: list[dict]) -> dict:
+    """The monotone curves through a sweep's points, set on ``estimator``: the start curve by estimate and, for
+    jpeg, the quality curve (a lower quality never starts later)."""
+    by_estimate = sorted(points, key=lambda p: p["estimate_mean"])
+    starts = non_decreasing([p["best_start"] for p in by_estimate])
+    curves = {"start_curve": [[round(p["estimate_mean"], 4), round(s, 4)] for p, s in zip(by_estimate, starts)]}
+    if task_id == "jpeg":
+        by_quality = sorted(points, key=lambda p: -p["level"])  # highest quality first
+        starts = non_decreasing([p["best_start"] for p in by_quality])
+        curves["quality_curve"] = sorted([[p["level"], round(s, 4)] for p, s in zip(by_quality, starts)])
+    estimator.register_to_config(**curves)
+    return curves
 
 
 def calibrate(
@@ -171,16 +168,14 @@ def calibrate(
     start = time.perf_counter()
     report = {"nothing_below": calibrate_nothing_below(pipe.estimator, val_images)}
     if curves:
-        report["start_curve"] = calibrate_start_curve(pipe, task_id, val_images, max_photos=max_photos)
-        if task_id == "jpeg":
-            report["quality_curve"] = calibrate_quality_curve(pipe, val_images, max_photos=max_photos)
+        report["curves"] = calibrate_start_curve(pipe, task_id, val_images, max_photos=max_photos)
     report["wall_seconds"] = round(time.perf_counter() - start, 1)
     report["machine"] = f"CPU ({cpu_model()}, {threads_text(threads)}), torch {torch.__version__}"
     save_estimator(pipe.estimator, repo / "estimator")
     info_path = repo / "estimator" / "train_info.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     info["calibration"] = report["nothing_below"]
-    info["curves"] = {k: v for k, v in report.items() if k != "nothing_below"}
+    info["curves"] = {**report.get("curves", {}), "wall_seconds": report["wall_seconds"], "machine": report["machine"]}
     info_path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return report
 
@@ -196,8 +191,9 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     report = calibrate(Path(args.repo), args.val_data_dir, args.threads, not args.no_curves, args.max_photos)
-    print(json.dumps({k: v.get("start_curve", v.get("quality_curve", v)) if isinstance(v, dict) else v
-                      for k, v in report.items()}), flush=True)  # fmt: skip
+    curves = report.get("curves", {})
+    print(json.dumps({"nothing_below": report["nothing_below"]["nothing_below"], "start_curve": curves.get("start_curve"),
+                      "quality_curve": curves.get("quality_curve"), "wall_seconds": report["wall_seconds"]}))  # fmt: skip
     return 0
 
 

@@ -122,7 +122,7 @@ def test_calibration_writes_monotone_curves_into_the_repo(tmp_path):
     report = calibrate_estimator.calibrate(tmp_path / "repo", str(photos), threads=1)
     config = json.loads((tmp_path / "repo" / "estimator" / "config.json").read_text())
     starts = [s for _, s in config["start_curve"]]
-    assert starts == sorted(starts) and len(starts) == len(calibrate_estimator.PATH_LEVELS)
+    assert starts == sorted(starts) and len(starts) == len(calibrate_estimator.levels("jpeg"))
     by_quality = [s for _, s in sorted(config["quality_curve"])]
     assert by_quality == sorted(by_quality, reverse=True)  # a lower quality never starts later
     assert config["nothing_below"] == report["nothing_below"]["nothing_below"]
