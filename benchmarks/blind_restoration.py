@@ -159,11 +159,14 @@ def run_task(task_id: str, crops) -> dict:
         known = [abs(e - t) for e, t in zip(estimates, truths) if t is not None]
         row = {
             "family": name,
+            "crops": len(crops),
             "estimate_mean": float(np.mean(estimates)),
             "start_mean": float(np.mean(starts)),
             "true_t_mean": float(np.mean([t for t in truths if t is not None])) if known else None,
             "estimate_abs_error": float(np.mean(known)) if known else None,
             "oracle_strength": oracle,
+            # per crop, not the capped mean: how many came back at 40 dB or more (the clean-photo target)
+            "auto_at_least_40db": sum(score[0] >= 40.0 for score in scores["auto, 1 step"]),
             "psnr_lpips": means,
         }
         rows.append(row)
@@ -201,10 +204,12 @@ def format_table(result: dict) -> str:
             return f"{m[key][0]:.2f} / {m[key][1]:.3f}" if key in m else ""
 
         truth = f" ({row['true_t_mean']:.2f})" if row["true_t_mean"] is not None else ""
+        crops = row.get("crops", 0)
+        kept = f" ({row['auto_at_least_40db']}/{crops} ≥ 40 dB)" if row["family"] == "clean" and crops else ""
         oracle = f"strength {row['oracle_strength']:g}, 1 step"
         lines.append(
             f"| {row['family']} | {row['estimate_mean']:.2f}{truth} | {row['start_mean']:.2f} | {cell('input')} | "
-            f"{cell('auto, 1 step')} | "
+            f"{cell('auto, 1 step')}{kept} | "
             f"{cell('strength 1, 1 step')} | {cell(oracle)} ({row['oracle_strength']:g}) | {cell(f'auto, {steps} steps')} | "
             f"{cell(f'strength 1, {steps} steps')} | {extra(m)} |"
         )

@@ -8,9 +8,10 @@ Three measurements, each written into ``estimator/config.json`` (and its figures
   fixed start that restores best at 1 step (PSNR, a sweep that includes "leave it as it is"), against the mean
   estimate there; made non-decreasing. A model that over-smooths does best started below the t its estimator reads,
   and one that cannot improve a mild input does best left alone: the curve turns what the estimator reads into what
-  the model needs. The strengths (`LEVELS`): noise of the training mix at path levels t (noise at t is noise of
-  t * sigma_max: the path is what photos have), and for the other tasks the real thing rather than the path's
-  interpolations: files saved at JPEG qualities 10-95, disk blurs of radius 0.5-6 px, camera shake of 2-25 px;
+  the model needs. The strengths (`levels`) are each task's own kind of degradation (design.md §4), the real thing
+  rather than the path's interpolations: white Gaussian noise of t * sigma_max, files saved at JPEG qualities
+  10-95, disk blurs of radius 0.5-6 px, camera shake of 2-25 px. Off-definition inputs (camera noise, noise then
+  JPEG, Gaussian blur) are left to the benchmark, so that it measures how the calibration carries over;
 * ``quality_curve`` (jpeg): the same sweep read by quality, so that a JPEG file's tables
   (`indi_pipeline.jpeg_quality`) give a start without looking at the pixels.
 
@@ -35,8 +36,9 @@ from indi_pipeline.degradations import defocus_blur, jpeg_compress, motion_blur
 from indi_pipeline.estimation import InDIStartEstimator
 from indi_pipeline.machine import cpu_model, threads_text
 from indi_pipeline.metrics import psnr
+from indi_pipeline.tasks import get_task
 from train.data import load_clean_folder
-from train.train_estimator import save_estimator, training_samples
+from train.train_estimator import save_estimator
 
 CALIBRATION_SKIPS = 8
 CLEAN_QUANTILE = 0.95
@@ -61,19 +63,28 @@ def centre_crops(images: list[np.ndarray], size: int = CROP) -> torch.Tensor:
 
 
 def calibrate_nothing_below(estimator: InDIStartEstimator, val_images: list[np.ndarray]) -> dict:
-    """Sets ``nothing_below`` to the 95th percentile of the estimates on whole clean photos; returns the figures."""
+    """Sets ``nothing_below`` to the 95th percentile of the estimates on clean photos, read both whole and as
+    ``CROP`` px centre crops (a crop pools fewer regions, so its estimates spread more), whichever is higher; returns
+    the figures."""
     photos = calibration_photos(val_images)
-    estimates = np.array(
-        [estimator.estimate(torch.from_numpy(p).permute(2, 0, 1)[None].float() / 255).item() for p in photos]
-    )
-    threshold = float(np.quantile(estimates, CLEAN_QUANTILE))
+
+    def estimates_of(images) -> np.ndarray:
+        return np.array([estimator.estimate(torch.from_numpy(np.ascontiguousarray(p)).permute(2, 0, 1)[None].float()
+                                            / 255).item() for p in images])  # fmt: skip
+
+    whole = estimates_of(photos)
+    crops = estimates_of([c.permute(1, 2, 0).mul(255).round().byte().numpy() for c in centre_crops(photos)])
+    threshold = float(max(np.quantile(whole, CLEAN_QUANTILE), np.quantile(crops, CLEAN_QUANTILE)))
     estimator.register_to_config(nothing_below=round(threshold, 4))
     return {
         "photos": len(photos),
-        "clean_estimate_median": float(np.median(estimates)),
-        "clean_estimate_max": float(estimates.max()),
+        "clean_estimate_median": float(np.median(whole)),
+        "clean_estimate_max": float(whole.max()),
+        "crop_estimate_p95": float(np.quantile(crops, CLEAN_QUANTILE)),
+        "whole_estimate_p95": float(np.quantile(whole, CLEAN_QUANTILE)),
         "nothing_below": round(threshold, 4),
-        "clean_photos_walked": float((estimates >= threshold).mean()),
+        "clean_photos_walked": float((whole >= threshold).mean()),
+        "clean_crops_walked": float((crops >= threshold).mean()),
     }
 
 
@@ -104,8 +115,9 @@ def non_decreasing(values: list[float]) -> list[float]:
 
 def levels(task_id: str) -> dict:
     """{level: degrade(clean, generator, rng) -> inputs} of the sweep: see the module docstring."""
-    if task_id == "denoise":
-        return {t: (lambda x, g, rng, t=t: training_samples("denoise", x, g, rng, t=t)[0]) for t in PATH_LEVELS}
+    if task_id == "denoise":  # the task's own noise: white Gaussian of t * sigma_max
+        sigma_max = get_task("denoise").sigma_max
+        return {t: (lambda x, g, rng, t=t: x + t * sigma_max * torch.randn(x.shape, generator=g)) for t in PATH_LEVELS}
     if task_id == "jpeg":
         return {q: (lambda x, g, rng, q=q: jpeg_compress(x, quality=q)) for q in QUALITIES}
     if task_id == "defocus_deblur":
@@ -163,7 +175,8 @@ def calibrate(
         )
     pipe.set_progress_bar_config(disable=True)
     pipe.estimator.float().eval()
-    pipe.estimator.register_to_config(start_curve=None, quality_curve=None)
+    if curves:  # measured anew below; without, the repo's curves stay
+        pipe.estimator.register_to_config(start_curve=None, quality_curve=None)
     task_id = pipe.estimator.config.task
     start = time.perf_counter()
     report = {"nothing_below": calibrate_nothing_below(pipe.estimator, val_images)}
