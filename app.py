@@ -43,6 +43,7 @@ import torch
 
 from indi_pipeline import InDIPipeline, metrics
 from indi_pipeline.acceleration import dtype_name, optimize_for_inference
+from indi_pipeline.auto_restore import CHAIN_ORDER, restore_auto
 from indi_pipeline.degradations import degrade_pil, pil_to_tensor
 from indi_pipeline.image_io import ImageFileError, ImageTooLargeError, open_image_file, size_problem, tensor_to_output
 from indi_pipeline.limits import region_box
@@ -75,16 +76,36 @@ def _bundled(spec: Task) -> bool:
 AVAILABLE_TASKS = [
     task_id for task_id, spec in TASKS.items() if os.environ.get(MODEL_SOURCE_ENV) == "hub" or _bundled(spec)
 ] or list(TASKS)
-# Default to a same-size task: an upscaling default would make every large upload exceed the size limit.
-DEFAULT_TASK = next((t for t in AVAILABLE_TASKS if TASKS[t].upscale_factor == 1), AVAILABLE_TASKS[0])
-DEFAULT_STEPS = TASKS[DEFAULT_TASK].default_steps
-DEFAULT_EPS = TASKS[DEFAULT_TASK].eps
+# "Auto (detect)": the same-size tasks whose repo has a start estimator find what a photo has and restore it in order
+# (auto_restore); from the Hub every repo is tried and those without an estimator are left out when loaded.
+AUTO = Task(
+    "auto",
+    "Auto (detect)",
+    "Finds JPEG blocking, noise and blur with each model's estimator and restores what it finds in that order, each "
+    "model from its own start, at its own steps and eps.",
+    default_steps=0,  # 0 = each model's own default steps
+    eps=0.0,
+)
+AUTO_TASKS = [
+    t
+    for t in CHAIN_ORDER
+    if t in AVAILABLE_TASKS
+    and (os.environ.get(MODEL_SOURCE_ENV) == "hub" or (TASKS[t].local_path / "estimator" / "config.json").is_file())
+]
+# Default to Auto, else a same-size task: an upscaling default would make every large upload exceed the size limit.
+DEFAULT_TASK = (
+    AUTO.task_id
+    if AUTO_TASKS
+    else next((t for t in AVAILABLE_TASKS if TASKS[t].upscale_factor == 1), AVAILABLE_TASKS[0])
+)
+DEFAULT_STEPS = 0 if AUTO_TASKS else TASKS[DEFAULT_TASK].default_steps
+DEFAULT_EPS = TASKS[AUTO_TASKS[0]].eps if AUTO_TASKS else TASKS[DEFAULT_TASK].eps
 HEATMAP_CMAP = "magma"
 OUTPUT_MAX_AGE_S = 600  # our PNGs only need to live until Gradio has copied them into its cache
 
 STEPS_INFO = (
     "The perception-distortion dial: 1 step is the smooth regression answer (best PSNR, blurry); "
-    "more steps give sharper, more realistic detail."
+    "more steps give sharper, more realistic detail. 0 = the model's own default (Auto: each model's)."
 )
 
 if os.environ.get("INDI_APP_THREADS"):
@@ -157,8 +178,11 @@ def get_pipeline(task: Task) -> InDIPipeline:
 # Input checks
 # ---------------------------------------------------------------------------------------------------------------
 def _task(task_id) -> Task:
+    if task_id == AUTO.task_id and AUTO_TASKS:
+        return AUTO
     if not isinstance(task_id, str) or task_id not in TASKS:
-        raise gr.Error(f"Unknown task {task_id!r}; choose one of: {', '.join(TASKS)}")
+        choices = ([AUTO.task_id] if AUTO_TASKS else []) + list(TASKS)
+        raise gr.Error(f"Unknown task {task_id!r}; choose one of: {', '.join(choices)}")
     return TASKS[task_id]
 
 
@@ -402,7 +426,7 @@ class Request:
 
 def _request(image, task, steps, eps, noise_level, degrade_first, region_x=50, region_y=50, count=1) -> Request:
     spec = _task(task)
-    steps = _number(steps, "steps", 1, MAX_STEPS, whole=True)
+    steps = _number(steps, "steps", 0, MAX_STEPS, whole=True) or spec.default_steps  # 0: the model's own
     eps = _number(eps, "eps", 0.0, 0.5)
     centre = (_number(region_x, "region_x", 0, 100) / 100, _number(region_y, "region_y", 0, 100) / 100)
     strength, strength_note = _strength(spec, noise_level)
@@ -442,6 +466,8 @@ def restore(
     """
     generator = _generator(seed)
     request = _request(image, task, steps, eps, noise_level, degrade_first, region_x, region_y)
+    if request.spec is AUTO:
+        return _restore_auto(request, generator)
     spec, steps, eps, strength, strength_note = (
         request.spec, request.steps, request.eps, request.strength, request.strength_note
     )  # fmt: skip
@@ -485,6 +511,48 @@ def restore(
         report += request.region.text(spec)
     if clean is not None:
         report += "\n\n" + _metrics_table(clean, before, restored, spec, steps)
+    return (before_path, restored_path), report, gallery
+
+
+def _restore_auto(request: Request, generator: torch.Generator) -> tuple[tuple[str, str], str, list[tuple[str, str]]]:
+    """/restore with task "auto": detection and the chain of models (auto_restore.restore_auto); the trajectory
+    view shows the input and the image after each model."""
+    if request.clean is not None:
+        raise gr.Error(
+            "Auto restores the photo as it is: uncheck 'This is a clean photo', or pick a task to degrade for."
+        )
+    pipelines = {}
+    for task_id in AUTO_TASKS:
+        pipe = get_pipeline(TASKS[task_id])
+        if pipe.estimator is not None:  # a Hub repo without one is left out
+            pipelines[task_id] = pipe
+    if not pipelines:
+        raise gr.Error("Auto needs a model with a start estimator; none of the loaded models has one. Pick a task.")
+    started = time.perf_counter()
+    steps = request.steps or None  # 0: each model's own default steps
+    result = restore_auto(request.degraded, pipelines, num_inference_steps=steps, generator=generator)
+    seconds = time.perf_counter() - started
+    restored = tensor_to_output(result.image, "pil")[0]
+    if request.degraded.mode == "RGBA":  # the chain restores colour; the upload's alpha goes back on
+        restored.putalpha(request.degraded.getchannel("A"))
+    metadata = PhotoMetadata.of(request.degraded)
+    before_path, restored_path = _png(request.degraded, "before", metadata), _png(restored, "restored", metadata)
+    gallery = []
+    if request.region is not None:
+        overview = _png(request.region.overview(request.photo), "region")
+        gallery.append((overview, f"the restored region of the {request.photo.width}×{request.photo.height} photo"))
+    gallery.append((before_path, "input"))
+    for number, stage in enumerate(result.stages, 1):
+        frame = (
+            restored_path if number == len(result.stages) else _png(tensor_to_output(stage.image, "pil")[0], stage.task)
+        )
+        gallery.append((frame, f"after {TASKS[stage.task].title.lower()} (from t = {stage.start:.2f})"))
+    report = (
+        f"**Auto**: {restored.width}×{restored.height} px; {result.report()} "
+        f"Restored in {seconds:.1f} s on {_compute_text(next(iter(pipelines.values())))}."
+    )
+    if request.region is not None:
+        report += request.region.text(AUTO)
     return (before_path, restored_path), report, gallery
 
 
@@ -558,6 +626,8 @@ def sample_uncertainty(
     first = _generator(seed)  # validates the seed
     generators = [first] + [torch.Generator().manual_seed(int(seed) + k) for k in range(1, samples)]
     request = _request(image, task, steps, eps, noise_level, degrade_first, region_x, region_y, count=samples)
+    if request.spec is AUTO:
+        raise gr.Error("The uncertainty view draws samples of one model: pick a task (not Auto) for it.")
     spec, steps, eps, strength, strength_note = (
         request.spec, request.steps, request.eps, request.strength, request.strength_note
     )  # fmt: skip
@@ -607,7 +677,7 @@ def on_task_change(task: str):
     return (
         gr.update(info=spec.description),
         gr.update(label=input_label),
-        gr.update(value=spec.eps),
+        gr.update() if spec is AUTO else gr.update(value=spec.eps),  # Auto walks each model at its own eps
         gr.update(visible=True) if spec.sigma_max is not None else gr.update(visible=False, value=0),
     )
 
@@ -641,8 +711,10 @@ def available_examples() -> list[tuple[str, str]]:
 
 
 def build_demo() -> gr.Blocks:
-    task_choices = [(TASKS[task_id].title, task_id) for task_id in AVAILABLE_TASKS]
-    default = TASKS[DEFAULT_TASK]
+    task_choices = ([(AUTO.title, AUTO.task_id)] if AUTO_TASKS else []) + [
+        (TASKS[task_id].title, task_id) for task_id in AVAILABLE_TASKS
+    ]
+    default = _task(DEFAULT_TASK)
     with gr.Blocks(title="InDI image restoration") as demo:
         # Made here (the examples fill it), placed in the Trajectory tab below.
         trajectory = gr.Gallery(
@@ -672,7 +744,7 @@ def build_demo() -> gr.Blocks:
                     False,
                     label="This is a clean photo: degrade it for the task first (seed 0) and show PSNR / LPIPS",
                 )
-                steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="Steps", info=STEPS_INFO)
+                steps = gr.Slider(0, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="Steps", info=STEPS_INFO)
                 with gr.Accordion("Advanced", open=False):
                     eps = gr.Slider(
                         0.0,

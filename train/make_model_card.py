@@ -733,7 +733,8 @@ def estimator_lines(folder: Path) -> list[str]:
     )
     threshold = (
         f"Below t = {calibration['nothing_below']:g} (the 95th percentile of its estimates on "
-        f"{calibration['photos']} clean held-out photos) an image is returned unchanged. "
+        f"{calibration['photos']} clean held-out photos{', whole or as 256 px crops' if 'crop_estimate_p95' in calibration else ''}) "
+        "an image is returned unchanged. "
         if calibration
         else ""
     )

@@ -8,6 +8,7 @@ Bad uploads (not an image, truncated, too large...) are rows of test_hostile_inp
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -56,9 +57,28 @@ def _restore(client, path, **kwargs):
     return Image.open(before), Image.open(after), report, trajectory
 
 
+# The Space defaults to Auto where a bundled same-size repo has a start estimator (app.AUTO_TASKS).
+AUTO_TASKS = [t for t in ("jpeg", "denoise", "defocus_deblur", "motion_deblur")
+              if t in BUNDLED and (TASKS[t].local_path / "estimator" / "config.json").is_file()]  # fmt: skip
+
+
+@pytest.mark.skipif(not AUTO_TASKS, reason="no bundled model with a start estimator")
+def test_the_default_is_auto_which_reports_what_it_found_and_applied(client, files):
+    before, after, report, trajectory = _restore(client, files["small"])  # every parameter but the image defaulted
+    assert after.format == "PNG" and after.size == (64, 48) and before.size == (64, 48)
+    assert report.startswith("**Auto**") and "Applied: " in report
+    for task_id in AUTO_TASKS:  # each estimator gave its reading, present or not
+        assert ("no " + {"jpeg": "JPEG blocking", "denoise": "noise", "defocus_deblur": "defocus blur",
+                         "motion_deblur": "motion blur"}[task_id]) in report or task_id in report  # fmt: skip
+    captions = [frame["caption"] for frame in trajectory]
+    assert captions[0] == "input" and all(c.startswith("after ") for c in captions[1:])
+    with pytest.raises(AppError, match="uncertainty view draws samples of one model"):
+        client.predict(handle_file(str(files["small"])), api_name="/uncertainty")
+
+
 @needs(DEFAULT_TASK)
 def test_restore_with_defaults_returns_png_of_input_size(client, files):
-    before, after, report, trajectory = _restore(client, files["small"])  # every parameter but the image defaulted
+    before, after, report, trajectory = _restore(client, files["small"], task=DEFAULT_TASK)  # the rest defaulted
     size = (256, 192) if DEFAULT_TASK == "sr4" else (64, 48)
     assert after.format == "PNG" and after.size == size and before.size == size
     assert TASKS[DEFAULT_TASK].title in report and f"{TASKS[DEFAULT_TASK].default_steps} steps" in report
@@ -92,8 +112,8 @@ def test_clean_photo_is_degraded_and_scored(client, files):
 
 @needs(DEFAULT_TASK, "denoise")
 def test_bad_parameter_is_a_clear_error(client, files):
-    with pytest.raises(AppError, match="steps must be a whole number from 1 to 50, got 0"):
-        client.predict(handle_file(str(files["small"])), steps=0, api_name="/restore")
+    with pytest.raises(AppError, match="steps must be a whole number from 0 to 50, got 51"):  # 0: the model's own
+        client.predict(handle_file(str(files["small"])), steps=51, api_name="/restore")
     with pytest.raises(AppError, match="outside"):  # 80/255 is above the denoiser's sigma_max of 50/255
         client.predict(handle_file(str(files["small"])), task="denoise", noise_level=80, api_name="/restore")
 
@@ -125,8 +145,10 @@ def test_upload_over_the_file_size_limit_is_refused(client, tmp_path):
 def app_module():
     spec = importlib.util.spec_from_file_location("indi_space_app", REPO / "app.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
-    return module
+    yield module
+    sys.modules.pop(spec.name, None)
 
 
 def test_missing_model_names_the_task_and_where_it_looked(app_module, monkeypatch, tmp_path):
