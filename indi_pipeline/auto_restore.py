@@ -172,3 +172,19 @@ def load_estimators(tasks=CHAIN_ORDER) -> dict:
         if (folder / "config.json").is_file():
             found[task_id] = InDIStartEstimator.from_pretrained(folder).float().eval()
     return found
+
+
+def load_pipelines(tasks=CHAIN_ORDER, upscale: bool = False) -> dict:
+    """{task id: InDIPipeline} for `restore_auto`: each task's bundled repo (``model_cards/indi-<task>``) if present,
+    else its Hub repo; tasks whose repo has no start estimator are left out (sr4 is added with ``upscale``)."""
+    from .pipeline_indi import InDIPipeline
+
+    pipelines = {}
+    for task_id in (*tasks, *(("sr4",) if upscale else ())):
+        task = get_task(task_id)
+        source = task.local_path if (task.local_path / "model_index.json").is_file() else task.hub_repo_id
+        pipe = InDIPipeline.from_pretrained(source)
+        pipe.set_progress_bar_config(disable=True)
+        if pipe.estimator is not None or task_id == "sr4":
+            pipelines[task_id] = pipe
+    return pipelines

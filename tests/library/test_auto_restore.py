@@ -112,3 +112,15 @@ def test_cli_task_auto_prints_what_it_found_and_applied(tmp_path, monkeypatch, c
         main(["restore", str(tmp_path / "a.png"), "--task", "auto", "--sigma", "10"])
     with pytest.raises(SystemExit, match="--upscale is for --task auto"):
         main(["restore", str(tmp_path / "a.png"), "--task", "denoise", "--upscale"])
+
+
+def test_load_pipelines_takes_the_bundled_repos_with_an_estimator(tmp_path, monkeypatch):
+    from indi_pipeline.auto_restore import load_pipelines
+
+    models = tmp_path / "models"
+    pipeline("denoise", ALWAYS).save_pretrained(models / "indi-denoise")
+    pipeline("jpeg", None).save_pretrained(models / "indi-jpeg")  # no estimator: left out
+    pipeline("sr4", None).save_pretrained(models / "indi-sr4")
+    monkeypatch.setenv("INDI_MODEL_DIR", str(models))
+    assert sorted(load_pipelines(("jpeg", "denoise"))) == ["denoise"]
+    assert sorted(load_pipelines(("jpeg", "denoise"), upscale=True)) == ["denoise", "sr4"]
