@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -163,7 +164,13 @@ def fit_curves(estimator: InDIStartEstimator, task_id: str, points: list[dict]) 
 
 
 def calibrate(
-    repo: Path, val_data_dir: str, threads: int = 2, curves: bool = True, max_photos: int | None = None
+    repo: Path,
+    val_data_dir: str,
+    threads: int = 2,
+    curves: bool = True,
+    max_photos: int | None = None,
+    pooling: dict | None = None,
+    command: str | None = None,
 ) -> dict:
     """All of the module docstring's measurements on the repo's estimator, saved back into ``repo/estimator``."""
     torch.set_num_threads(threads)
@@ -175,6 +182,8 @@ def calibrate(
         )
     pipe.set_progress_bar_config(disable=True)
     pipe.estimator.float().eval()
+    if pooling:  # crop, max_crops, pool_quantile: how an image's estimate is pooled, set before measuring
+        pipe.estimator.register_to_config(**pooling)
     if curves:  # measured anew below; without, the repo's curves stay
         pipe.estimator.register_to_config(start_curve=None, quality_curve=None)
     task_id = pipe.estimator.config.task
@@ -188,7 +197,10 @@ def calibrate(
     info_path = repo / "estimator" / "train_info.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     info["calibration"] = report["nothing_below"]
-    info["curves"] = {**report.get("curves", {}), "wall_seconds": report["wall_seconds"], "machine": report["machine"]}
+    if curves:  # a threshold-only run keeps the sweep it did not redo
+        info["curves"] = {**report["curves"], "wall_seconds": report["wall_seconds"], "machine": report["machine"]}
+    commands = info.get("calibration_commands", []) + ([command] if command else [])
+    info["calibration_commands"] = commands
     info_path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return report
 
@@ -202,8 +214,15 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--max_photos", type=int, default=None, help="sweep the curves on at most this many photos (default: all)"
     )
+    parser.add_argument("--crop", type=int, default=None, help="set the estimator's pooling crop (px) first")
+    parser.add_argument("--max_crops", type=int, default=None, help="set the most crops an estimate pools first")
+    parser.add_argument("--pool_quantile", type=float, default=None, help="set the pooling quantile first")
     args = parser.parse_args(argv)
-    report = calibrate(Path(args.repo), args.val_data_dir, args.threads, not args.no_curves, args.max_photos)
+    pooling = {k: getattr(args, k) for k in ("crop", "max_crops", "pool_quantile") if getattr(args, k) is not None}
+    command = "python -m train.calibrate_estimator " + " ".join(sys.argv[1:] if argv is None else argv)
+    report = calibrate(
+        Path(args.repo), args.val_data_dir, args.threads, not args.no_curves, args.max_photos, pooling, command
+    )
     curves = report.get("curves", {})
     print(json.dumps({"nothing_below": report["nothing_below"]["nothing_below"], "start_curve": curves.get("start_curve"),
                       "quality_curve": curves.get("quality_curve"), "wall_seconds": report["wall_seconds"]}))  # fmt: skip

@@ -159,3 +159,23 @@ def test_copies_of_one_image_walk_as_one_batch_under_auto():
     image = torch.rand(1, 3, 40, 48, generator=torch.Generator().manual_seed(5))
     out = pipe(image.repeat(3, 1, 1, 1), num_inference_steps=2, output_type="pt")
     assert calls == [3, 3] and len(set(out.start_t)) == 1 and len(out.estimated_t) == 3
+
+
+def test_a_threshold_only_calibration_keeps_the_curves_and_their_sweep(tmp_path):
+    from train import calibrate_estimator
+
+    pipe = make_tiny_pipeline(eps=0.0, task="denoise")
+    pipe.register_modules(estimator=make_estimator(task="denoise").half())
+    pipe.save_pretrained(tmp_path / "repo")
+    photos = tmp_path / "val"
+    photos.mkdir()
+    PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 264, 3), dtype=np.uint8)).save(photos / "p.png")
+    calibrate_estimator.calibrate(tmp_path / "repo", str(photos), threads=1, command="first")
+    config_path, info_path = (tmp_path / "repo" / "estimator" / name for name in ("config.json", "train_info.json"))
+    curve = json.loads(config_path.read_text())["start_curve"]
+    calibrate_estimator.calibrate(tmp_path / "repo", str(photos), threads=1, curves=False, pooling={"crop": 64},
+                                  command="second")  # fmt: skip
+    config, info = json.loads(config_path.read_text()), json.loads(info_path.read_text())
+    assert config["start_curve"] == curve and config["crop"] == 64
+    assert len(info["curves"]["points"]) == len(calibrate_estimator.levels("denoise"))
+    assert info["calibration_commands"] == ["first", "second"]
