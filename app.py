@@ -297,10 +297,16 @@ def _to_8bit(image: PIL.Image.Image) -> PIL.Image.Image:
     return image.convert("RGBA" if has_alpha else "RGB")
 
 
-def _strength(task: Task, noise_level: float | None) -> tuple[float | None, str]:
+def _strength(task: Task, noise_level: float | None, start: float | None = 0) -> tuple[float | None, str]:
     """The walk's start t: None (the pipeline's default: estimated per image where the repo has an estimator, else
-    1), or sigma / sigma_max for denoising with a known noise level (in 8-bit levels), which overrides the estimate."""
+    1); the start set by hand (0 = not set); or sigma / sigma_max for denoising with a known noise level (in 8-bit
+    levels). Either overrides the estimate."""
+    start = _number(0 if start is None else start, "start", 0, 1)
     noise_level = _number(0 if noise_level is None else noise_level, "noise_level", 0, 255)
+    if start > 0:
+        if task is AUTO:
+            raise gr.Error("Auto finds each model's start itself: set Start t to 0, or pick a task.")
+        return start, f", start t = {start:.2f} (set by hand)"
     if noise_level == 0:
         return None, ""
     if task.sigma_max is None:
@@ -424,12 +430,14 @@ class Request:
     photo: PIL.Image.Image | None
 
 
-def _request(image, task, steps, eps, noise_level, degrade_first, region_x=50, region_y=50, count=1) -> Request:
+def _request(
+    image, task, steps, eps, noise_level, degrade_first, region_x=50, region_y=50, count=1, start=0
+) -> Request:
     spec = _task(task)
     steps = _number(steps, "steps", 0, MAX_STEPS, whole=True) or spec.default_steps  # 0: the model's own
     eps = _number(eps, "eps", 0.0, 0.5)
     centre = (_number(region_x, "region_x", 0, 100) / 100, _number(region_y, "region_y", 0, 100) / 100)
-    strength, strength_note = _strength(spec, noise_level)
+    strength, strength_note = _strength(spec, noise_level, start)
     prepared = _prepare(image, spec, bool(degrade_first), centre, count)
     return Request(spec, steps, eps, strength, strength_note, *prepared)
 
@@ -444,6 +452,7 @@ def restore(
     degrade_first: bool = False,
     region_x: float = 50,
     region_y: float = 50,
+    start: float = 0,
     progress: gr.Progress = gr.Progress(),
 ) -> tuple[tuple[str, str], str, list[tuple[str, str]]]:
     """Restores an image with the task's InDI model.
@@ -459,13 +468,15 @@ def restore(
             PSNR / LPIPS against it.
         region_x, region_y: for a photo too large to restore whole, where the centre of the full-resolution region
             that is restored lies, in percent of the photo's width and height (default: its centre).
+        start: the walk's start t in (0, 1] set by hand, overriding the estimate; 0 = estimated (or 1 for a model
+            without an estimator).
 
     Returns:
         (before, after) images for the slider, a Markdown report, and ~6 frames of the walk with their t (the first
         one, for a region of a larger photo, shows where it lies).
     """
     generator = _generator(seed)
-    request = _request(image, task, steps, eps, noise_level, degrade_first, region_x, region_y)
+    request = _request(image, task, steps, eps, noise_level, degrade_first, region_x, region_y, start=start)
     if request.spec is AUTO:
         return _restore_auto(request, generator)
     spec, steps, eps, strength, strength_note = (
@@ -615,6 +626,7 @@ def sample_uncertainty(
     samples: int = 4,
     region_x: float = 50,
     region_y: float = 50,
+    start: float = 0,
     progress: gr.Progress = gr.Progress(),
 ) -> tuple[str, str, str]:
     """Draws `samples` restorations with seeds seed, seed+1, ... in one batched pipeline call.
@@ -625,7 +637,7 @@ def sample_uncertainty(
     samples = _number(samples, "samples", 2, MAX_SAMPLES, whole=True)
     first = _generator(seed)  # validates the seed
     generators = [first] + [torch.Generator().manual_seed(int(seed) + k) for k in range(1, samples)]
-    request = _request(image, task, steps, eps, noise_level, degrade_first, region_x, region_y, count=samples)
+    request = _request(image, task, steps, eps, noise_level, degrade_first, region_x, region_y, samples, start)
     if request.spec is AUTO:
         raise gr.Error("The uncertainty view draws samples of one model: pick a task (not Auto) for it.")
     spec, steps, eps, strength, strength_note = (
@@ -772,6 +784,11 @@ def build_demo() -> gr.Blocks:
                             "full-resolution region lies (0 = left edge).",
                         )  # fmt: skip
                         region_y = gr.Slider(0, 100, value=50, step=1, label="Region y (%)", info="0 = top edge.")
+                    start = gr.Slider(
+                        0, 1, value=0, step=0.05, label="Start t",
+                        info="Where the walk starts, by hand: 1 = as degraded as the model was trained for. "
+                        "0 = estimated from the image (or 1 for a model without an estimator).",
+                    )  # fmt: skip
                 run = gr.Button("Restore", variant="primary", elem_id="restore-button")
             with gr.Column(scale=3, min_width=360):
                 slider = gr.ImageSlider(
@@ -820,11 +837,11 @@ def build_demo() -> gr.Blocks:
                 uncertainty_report = gr.Markdown(label="Uncertainty report")
 
         params = [image, task, steps, seed, eps, noise_level, degrade_first]
-        region = [region_x, region_y]
+        later = [region_x, region_y, start]  # after the older parameters, so positional callers keep working
         task.change(on_task_change, task, [task, image, eps, noise_level], queue=False, api_visibility="private")
         run.click(
             gpu_handler(restore),
-            params + region,
+            params + later,
             [slider, report, trajectory],
             api_name="restore",
             concurrency_limit=1,
@@ -833,7 +850,7 @@ def build_demo() -> gr.Blocks:
         )
         sample_button.click(
             gpu_handler(sample_uncertainty),
-            params + [samples] + region,
+            params + [samples] + later,
             [mean_image, heatmap, uncertainty_report],
             api_name="uncertainty",
             concurrency_limit=1,

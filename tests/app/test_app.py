@@ -86,7 +86,8 @@ def test_restore_with_defaults_returns_png_of_input_size(client, files):
     frames = min(
         6, TASKS[DEFAULT_TASK].default_steps + 1
     )  # app.TRAJECTORY_FRAMES at most: every step's x_t, t = 1 to 0
-    assert len(captions) == frames and captions[0].startswith("t = 1.00") and captions[-1].startswith("t = 0.00")
+    # From t = 1, or from the estimated start where the task's repo has an estimator (0.00: left unchanged).
+    assert len(captions) == frames and captions[0].startswith("t = ") and captions[-1].startswith("t = 0.00")
 
 
 @needs("sr4")
@@ -206,3 +207,11 @@ def test_a_photo_too_large_to_restore_whole_gets_a_full_resolution_region(client
     )
     assert "2400×1500 px" in report and "full-resolution region x 0–" in report and "indi restore" in report
     assert trajectory[0]["caption"] == "the restored region of the 2400×1500 photo"
+
+
+@needs("defocus_deblur")
+def test_a_start_set_by_hand_overrides_the_estimate(client, files):
+    _, _, report, trajectory = _restore(client, files["small"], task="defocus_deblur", steps=2, start=0.6)
+    assert "start t = 0.60 (set by hand)" in report and trajectory[0]["caption"].startswith("t = 0.60")
+    with pytest.raises(AppError, match="Auto finds each model's start itself"):
+        client.predict(handle_file(str(files["small"])), task="auto", start=0.5, api_name="/restore")
