@@ -109,7 +109,7 @@ def chain_for(findings: list[Finding]) -> list[Finding]:
     """The findings a chain restores, in order: the present ones, with only the strongest of the two blurs."""
     present = [f for f in findings if f.present]
     blurs = [f for f in present if f.task in BLUR_TASKS]
-    keep = max(blurs, key=lambda f: f.estimate) if blurs else None
+    keep = max(blurs, key=lambda f: (f.start, f.estimate)) if blurs else None  # starts compare across models
     return [f for f in present if f.task not in BLUR_TASKS or f is keep]
 
 

@@ -60,7 +60,7 @@ def test_a_jpeg_file_s_tables_reach_the_jpeg_finding_only():
 def test_the_chain_keeps_only_the_strongest_blur():
     pipes = zoo(defocus_deblur=ALWAYS, motion_deblur=ALWAYS, denoise=NEVER)
     findings = detect(photo(), {t: p.estimator for t, p in pipes.items()})
-    strongest = max((f for f in findings if f.present), key=lambda f: f.estimate)
+    strongest = max((f for f in findings if f.present), key=lambda f: (f.start, f.estimate))
     assert chain_for(findings) == [strongest]
 
 
