@@ -718,48 +718,33 @@ def details_table(folder: Path, task, unet: dict, base: tuple[str, int] | None) 
 
 
 def estimator_lines(folder: Path) -> list[str]:
-    """The card's section on the repo's start estimator (strength="auto"), from estimator/train_info.json; none
-    without one."""
+    """The card's section on the repo's start estimator (strength="auto"), from estimator/train_info.json and its
+    config; none without one."""
     path = folder / "estimator" / "train_info.json"
     if not path.is_file():
         return []
     info = json.loads(path.read_text())
-    validation, calibration = info.get("validation"), info.get("calibration")
+    config = json.loads((folder / "estimator" / "config.json").read_text())
+    validation = info.get("validation")
     error = (
-        f"Its error on t over {validation['crops']} held-out crops: mean {validation['mae']:.3f}, 90th percentile "
-        f"{validation['p90_abs_error']:.3f}. "
+        f" (error on {validation['crops']} held-out crops: {validation['mae']:.3f} mean, "
+        f"{validation['p90_abs_error']:.3f} 90th percentile)"
         if validation
         else ""
     )
-    threshold = (
-        f"Below t = {calibration['nothing_below']:g} (the 95th percentile of its estimates on "
-        f"{calibration['photos']} clean held-out photos{', whole or as 256 px crops' if 'crop_estimate_p95' in calibration else ''}) "
-        "an image is returned unchanged. "
-        if calibration
-        else ""
-    )
-    config = json.loads((folder / "estimator" / "config.json").read_text())
-    curves = (
-        "A start curve measured on held-out photos turns an estimate into the start that restores best at 1 step"
-        + (
-            " and a JPEG file's quantisation tables give a second start (the larger is used)"
-            if config.get("quality_curve")
-            else ""
-        )
-        + " (`estimator/config.json`). "
+    tables = ", or a JPEG file's quantisation tables if they ask for more" if config.get("quality_curve") else ""
+    curve = (
+        f"; above, the walk starts where a curve measured on held-out photos says{tables}"
         if config.get("start_curve")
         else ""
     )
     return [
-        '## Start estimator (`strength="auto"`)',
+        '## Start estimator (`strength="auto"`, the default)',
         "",
-        f"`estimator/` reads each image's t on this task's path and the walk starts there (the default of the "
-        f"pipeline, CLI and Space; a number still works). Trained {info['steps']} steps "
-        f"({info['wall_seconds'] / 60:.0f} min, {info['device']}) on the training photos' x_t. "
-        + error
-        + threshold
-        + curves
-        + "Auto against strength 1 and the best fixed strength: the project's `docs/blind.md`.",
+        f"`estimator/` reads each image's t{error}. Below {config['nothing_below']:g} (95 % of clean held-out "
+        f"photos read less) the image comes back unchanged{curve}. {info['steps']} steps, "
+        f"{info['wall_seconds'] / 60:.0f} min, {info['device']}. Against strength 1 and the best fixed start: the "
+        "project's `docs/blind.md`.",
         "",
     ]
 
