@@ -412,7 +412,7 @@ def test_floor_sentences_say_met_or_missed_per_setting():
     ]
     assert make_model_card.floor_limitations(motion, "motion_deblur")[0].startswith(
         "- Below the project's quality floor (by 1.75 dB): it is published because it beats the input on PSNR and "
-        "LPIPS at once at 1 step (table above)"
+        "LPIPS at once at 1 step (`eval_default.json`)"
     )
 
 
@@ -455,7 +455,7 @@ def test_floor_sentences_judge_the_floor_by_the_floor_check_s_mean_and_standard_
     assert limits == [
         "- At the project's quality floor only within the noise of the evaluation (+2.06 ± 0.13 dB "
         "against +2.0 dB): it is published because it beats the input on PSNR and LPIPS at once at 1 "
-        "step (table above), until a longer training run clears the floor by more than the noise."
+        "step (`eval_default.json`), until a longer training run clears the floor by more than the noise."
     ]
     # One draw below the floor does not decide when the mean is clearly above it.
     met, limits = sentences(2.40, 0.13)

@@ -205,8 +205,8 @@ def eval_results(evaluations: list[dict], task_id: str) -> list[EvalResult]:
             ("1 step", evaluation["one_step"]),
             (f"{evaluation['recommended_steps']} steps", evaluation["recommended"]),
         ):
-            # PSNR and LPIPS only: the Hub's widget shows the index, the full metrics are in the card's tables.
-            for metric, value in (("psnr", row["psnr"]), ("lpips", row["lpips"])):
+            # PSNR only: the Hub's widget shows the index; LPIPS and the rest are in the card's tables.
+            for metric, value in (("psnr", row["psnr"]),):
                 results.append(
                     EvalResult(
                         task_type="image-to-image",
@@ -441,7 +441,9 @@ def floor_limitations(
     close = [c for c in checks if c.verdict == "within noise"]
     if not misses and not close:
         return []
-    why = f"it is published because {improvement_over_input(primary_evaluation(evaluations))} (table above)"
+    main = primary_evaluation(evaluations)
+    # The card's table shows 1 and the recommended steps; the step counts named here may be others: their file.
+    why = f"it is published because {improvement_over_input(main)} (`eval_{main['setting']}.json`)"
 
     def named(check: FloorCheck, text: str) -> str:
         return ("" if check.setting == "default" else f"{check.setting} ") + text
