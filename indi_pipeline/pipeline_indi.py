@@ -386,7 +386,11 @@ class InDIPipeline(SafePipelineLoading, DiffusionPipeline):
                 scheduler.set_timesteps(int(num_inference_steps), device=device, start_t=first_walk)
                 timesteps = scheduler.sigmas.cpu().tolist()
         per_image_t = [t for batch, t in zip(batches, start_ts) for _ in range(batch.rgb.shape[0])]
-        qualities = None if estimated_ts is None else [batch.jpeg_quality for batch in batches]
+        qualities = (
+            None
+            if estimated_ts is None
+            else [batch.jpeg_quality for batch in batches for _ in range(batch.rgb.shape[0])]
+        )
         return InDIPipelineOutput(
             images=images,
             trajectory=trajectory,

@@ -159,6 +159,7 @@ def test_copies_of_one_image_walk_as_one_batch_under_auto():
     image = torch.rand(1, 3, 40, 48, generator=torch.Generator().manual_seed(5))
     out = pipe(image.repeat(3, 1, 1, 1), num_inference_steps=2, output_type="pt")
     assert calls == [3, 3] and len(set(out.start_t)) == 1 and len(out.estimated_t) == 3
+    assert out.jpeg_quality == [None, None, None]  # one entry per image, like start_t
 
 
 def test_a_threshold_only_calibration_keeps_the_curves_and_their_sweep(tmp_path):
