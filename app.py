@@ -89,8 +89,7 @@ AUTO = Task(
 AUTO_TASKS = [
     t
     for t in CHAIN_ORDER
-    if t in AVAILABLE_TASKS
-    and (os.environ.get(MODEL_SOURCE_ENV) == "hub" or (TASKS[t].local_path / "estimator" / "config.json").is_file())
+    if t in AVAILABLE_TASKS and (os.environ.get(MODEL_SOURCE_ENV) == "hub" or TASKS[t].bundled_estimator)
 ]
 # Default to Auto, else a same-size task: an upscaling default would make every large upload exceed the size limit.
 DEFAULT_TASK = (

@@ -229,7 +229,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     crops = load_clean_images(args.data_dir, args.crop, 4, args.max_images)
-    tasks = [t for t in args.tasks if (TASKS[t].local_path / "estimator" / "config.json").is_file()]
+    tasks = [t for t in args.tasks if TASKS[t].bundled_estimator]
     skipped = sorted(set(args.tasks) - set(tasks))
     if skipped:
         print(f"no estimator bundled for {', '.join(skipped)}: skipped")

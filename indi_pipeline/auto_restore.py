@@ -166,12 +166,8 @@ def load_estimators(tasks=CHAIN_ORDER) -> dict:
     """The bundled repos' start estimators ({task id: InDIStartEstimator}), only their small estimator/ folders."""
     from .estimation import InDIStartEstimator
 
-    found = {}
-    for task_id in tasks:
-        folder = get_task(task_id).local_path / "estimator"
-        if (folder / "config.json").is_file():
-            found[task_id] = InDIStartEstimator.from_pretrained(folder).float().eval()
-    return found
+    folders = {task_id: get_task(task_id).bundled_estimator for task_id in tasks}
+    return {t: InDIStartEstimator.from_pretrained(f).float().eval() for t, f in folders.items() if f is not None}
 
 
 def load_pipelines(tasks=CHAIN_ORDER, upscale: bool = False) -> dict:

@@ -306,7 +306,7 @@ def cmd_restore_auto(args: argparse.Namespace) -> int:
     if not files:
         return 1
     device = _resolve_device(args.device)
-    chain_tasks = [t for t in CHAIN_ORDER if (get_task(t).local_path / "estimator" / "config.json").is_file()]
+    chain_tasks = [t for t in CHAIN_ORDER if get_task(t).bundled_estimator]
     if not chain_tasks:
         raise SystemExit("indi: error: --task auto needs bundled models with a start estimator; none was found")
     pipelines = {t: load_pipeline(None, t, device, compile=args.compile, dtype=args.dtype) for t in chain_tasks}

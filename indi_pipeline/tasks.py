@@ -44,6 +44,12 @@ class Task:
         return model_dir() / self.repo_name
 
     @property
+    def bundled_estimator(self) -> Path | None:
+        """The bundled repo's start estimator folder (``strength="auto"``), or None if it has none."""
+        folder = self.local_path / "estimator"
+        return folder if (folder / "config.json").is_file() else None
+
+    @property
     def hub_repo_id(self) -> str:
         return f"{os.environ.get(HUB_ORG_ENV, DEFAULT_HUB_ORG)}/{self.repo_name}"
 
