@@ -369,12 +369,7 @@ def _png(image: PIL.Image.Image, name: str, metadata: PhotoMetadata | None = Non
     512x512 image on one core, over a second for the slider plus the trajectory. Level 1 is 6x faster for ~15 %
     more bytes. Files older than OUTPUT_MAX_AGE_S are removed (Gradio serves its own copies).
     """
-    options = {}
-    if metadata is not None and metadata.icc_profile:
-        options["icc_profile"] = metadata.icc_profile
-    exif = None if metadata is None else metadata.exif_for(image.size)
-    if exif:
-        options["exif"] = exif
+    options = {} if metadata is None else metadata.save_options(image.size)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=1, **options)
     data = buffer.getvalue()

@@ -44,6 +44,14 @@ class PhotoMetadata:
         exif = image.info.get("exif")
         return cls(image.info.get("icc_profile") or None, exif or None, bit_depth)
 
+    def save_options(self, size: tuple[int, int]) -> dict:
+        """Pillow ``save`` keywords that write this metadata into a file of ``size`` (width, height)."""
+        options = {"icc_profile": self.icc_profile} if self.icc_profile else {}
+        exif = self.exif_for(size)
+        if exif:
+            options["exif"] = exif
+        return options
+
     def exif_for(self, size: tuple[int, int]) -> bytes | None:
         """The EXIF for an output of ``size`` (width, height): upright orientation, its pixel dimensions."""
         if not self.exif:
@@ -144,12 +152,7 @@ def encode_photo(
     if format == "png" and metadata.bit_depth == 16 and isinstance(pixels, np.ndarray):
         return _encode_16bit_png(np.asarray(pixels, dtype=np.float64), metadata)
     image = _as_pil(pixels)
-    options = {}
-    if metadata.icc_profile:
-        options["icc_profile"] = metadata.icc_profile
-    exif = metadata.exif_for(image.size)
-    if exif:
-        options["exif"] = exif
+    options = metadata.save_options(image.size)
     if format == "jpeg":
         if image.mode in ("RGBA", "LA"):
             raise ValueError("JPEG has no transparency: this image has an alpha channel; write png or webp")
