@@ -537,9 +537,7 @@ def _restore_auto(request: Request, generator: torch.Generator) -> tuple[tuple[s
     steps = request.steps or None  # 0: each model's own default steps
     result = restore_auto(request.degraded, pipelines, num_inference_steps=steps, generator=generator)
     seconds = time.perf_counter() - started
-    restored = tensor_to_output(result.image, "pil")[0]
-    if request.degraded.mode == "RGBA":  # the chain restores colour; the upload's alpha goes back on
-        restored.putalpha(request.degraded.getchannel("A"))
+    restored = result.pil()  # with the upload's alpha, if it has one
     metadata = PhotoMetadata.of(request.degraded)
     before_path, restored_path = _png(request.degraded, "before", metadata), _png(restored, "restored", metadata)
     gallery = []

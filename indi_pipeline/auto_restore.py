@@ -59,12 +59,23 @@ class Stage:
 
 @dataclass
 class AutoResult:
-    """The chain's output: the restored image (the input if nothing was found), what detection found, and the
-    stages in the order they ran."""
+    """The chain's output: the restored image (the input if nothing was found), what detection found, the stages in
+    the order they ran, and the input's alpha channel (the chain restores colour only)."""
 
     image: torch.Tensor
     findings: list[Finding]
     stages: list[Stage] = field(default_factory=list)
+    alpha: torch.Tensor | None = None
+
+    def pil(self):
+        """The restored image as a PIL image, with the input's alpha put back (resized after super-resolution)."""
+        from .image_io import tensor_to_output
+
+        image = tensor_to_output(self.image, "pil")[0]
+        if self.alpha is not None:
+            alpha = tensor_to_output(self.alpha, "pil")[0]
+            image.putalpha(alpha if alpha.size == image.size else alpha.resize(image.size))
+        return image
 
     def report(self) -> str:
         """'Found JPEG blocking (...), noise (...); no defocus blur, no motion blur. Applied: jpeg, then denoise.'"""
@@ -77,14 +88,15 @@ class AutoResult:
         return "; ".join(parts) + f". Applied: {applied}."
 
 
-def _as_batch(image) -> tuple[torch.Tensor, int | None]:
-    """One image as (1, 3, H, W) in [0, 1] and, for a PIL image from a JPEG file, its quality."""
+def _as_batch(image):
+    """One image as the pipeline's `ImageBatch`: RGB (1, 3, H, W) in [0, 1], its alpha, and for a PIL image from a
+    JPEG file its quality."""
     from .image_io import to_image_batches
 
     batches = to_image_batches(image)
     if len(batches) != 1 or batches[0].rgb.shape[0] != 1:
         raise ValueError("auto restoration takes one image at a time")
-    return batches[0].rgb, batches[0].jpeg_quality
+    return batches[0]
 
 
 def detect(image, estimators: Mapping[str, object]) -> list[Finding]:
@@ -92,7 +104,11 @@ def detect(image, estimators: Mapping[str, object]) -> list[Finding]:
 
     ``estimators``: {task id: InDIStartEstimator}, e.g. from `load_estimators` or ``{t: pipe.estimator}``.
     """
-    rgb, quality = _as_batch(image)
+    return _findings(_as_batch(image), estimators)
+
+
+def _findings(batch, estimators: Mapping[str, object]) -> list[Finding]:
+    rgb, quality = batch.rgb, batch.jpeg_quality
     findings = []
     for task_id in CHAIN_ORDER:
         estimator = estimators.get(task_id)
@@ -133,9 +149,10 @@ def restore_auto(
         raise ValueError("auto restoration needs at least one model repo with a start estimator (estimator/)")
     if upscale and "sr4" not in pipelines:
         raise ValueError("an upscale was asked for, but no sr4 pipeline was given")
-    findings = detect(image, estimators)
-    current, _ = _as_batch(image)
-    result = AutoResult(image=current, findings=findings)
+    batch = _as_batch(image)
+    findings = _findings(batch, estimators)
+    current = batch.rgb
+    result = AutoResult(image=current, findings=findings, alpha=batch.alpha)
 
     def steps_for(task_id: str) -> int:
         if isinstance(num_inference_steps, int):

@@ -294,7 +294,6 @@ def cmd_restore_auto(args: argparse.Namespace) -> int:
     import torch
 
     from .auto_restore import CHAIN_ORDER, restore_auto
-    from .image_io import tensor_to_output
     from .photo_files import SUFFIXES, PhotoMetadata
 
     for flag, value in (("--model", args.model), ("--strength", args.strength), ("--sigma", args.sigma)):
@@ -321,12 +320,9 @@ def cmd_restore_auto(args: argparse.Namespace) -> int:
                                   generator=torch.Generator().manual_seed(args.seed))  # fmt: skip
         except (ValueError, RuntimeError) as error:
             raise InputError(f"restoration failed: {error}") from None
-        restored = tensor_to_output(result.image, "pil")[0]
-        if image.mode in ("RGBA", "LA"):  # the chain restores colour; the photo's alpha is put back
-            restored.putalpha(image.getchannel("A").resize(restored.size))
         return (
             image,
-            restored,
+            result.pil(),
             f"{path.stem}_auto{SUFFIXES[args.format]}",
             f"; {result.report()}",
             PhotoMetadata.of(image),

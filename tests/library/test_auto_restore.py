@@ -124,3 +124,16 @@ def test_load_pipelines_takes_the_bundled_repos_with_an_estimator(tmp_path, monk
     monkeypatch.setenv("INDI_MODEL_DIR", str(models))
     assert sorted(load_pipelines(("jpeg", "denoise"))) == ["denoise"]
     assert sorted(load_pipelines(("jpeg", "denoise"), upscale=True)) == ["denoise", "sr4"]
+
+
+def test_the_input_s_alpha_comes_back_on_the_restored_image():
+    rgba = np.random.default_rng(1).integers(0, 256, (40, 48, 4), dtype=np.uint8)
+    photo_with_alpha = PIL.Image.fromarray(rgba, "RGBA")
+    pipes = zoo(denoise=ALWAYS)
+    restored = restore_auto(photo_with_alpha, pipes, num_inference_steps=1).pil()
+    assert restored.mode == "RGBA" and np.array_equal(np.asarray(restored)[..., 3], rgba[..., 3])
+    upscaled = restore_auto(
+        photo_with_alpha, {**pipes, "sr4": pipeline("sr4", None)}, num_inference_steps=1, upscale=True
+    )
+    assert upscaled.pil().size == (192, 160) and upscaled.pil().mode == "RGBA"
+    assert restore_auto(photo(), pipes, num_inference_steps=1).pil().mode == "RGB"
