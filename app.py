@@ -232,14 +232,16 @@ class Region:
     box: tuple[int, int, int, int]
     photo_size: tuple[int, int]
 
-    def text(self, task: Task) -> str:
+    def text(self, task: Task, outlined: bool = True) -> str:
+        """The report's paragraph; ``outlined``: the trajectory view shows where the region lies."""
         (left, top, right, bottom), (width, height) = self.box, self.photo_size
+        shown = "outlined in the first trajectory frame; " if outlined else ""
         return (
             f"\n\nYour photo is {width}×{height} px ({width * height / 1e6:.1f} MP), more than this Space restores at "
             f"once ({MAX_PIXELS / 1e6:.1f} MP at the output size), so this is its full-resolution region "
-            f"x {left}–{right}, y {top}–{bottom} (outlined in the first trajectory frame; move it with *Region* "
-            f"under Advanced). For the whole photo, run `indi restore photo.jpg --task {task.task_id}` or "
-            "`InDIPipeline` on your machine: both tile large photos."
+            f"x {left}–{right}, y {top}–{bottom} ({shown}move it with *Region* under Advanced). For the whole photo, "
+            f"run `indi restore photo.jpg --task {task.task_id}` or `InDIPipeline` on your machine: both tile large "
+            "photos."
         )
 
     def overview(self, photo: PIL.Image.Image) -> PIL.Image.Image:
@@ -423,6 +425,13 @@ class Request:
     region: Region | None
     photo: PIL.Image.Image | None
 
+    def overview_frames(self) -> list[tuple[str, str]]:
+        """The trajectory view's first frame for a region of a larger photo: where it lies; none otherwise."""
+        if self.region is None:
+            return []
+        path = _png(self.region.overview(self.photo), "region")
+        return [(path, f"the restored region of the {self.photo.width}×{self.photo.height} photo")]
+
 
 def _request(
     image, task, steps, eps, noise_level, degrade_first, region_x=50, region_y=50, count=1, start=0
@@ -498,10 +507,7 @@ def restore(
 
     count = min(TRAJECTORY_FRAMES, steps + 1)
     picks = sorted({int(round(k)) for k in np.linspace(0, steps, count)})
-    gallery = []
-    if request.region is not None:
-        overview = _png(request.region.overview(request.photo), "region")
-        gallery.append((overview, f"the restored region of the {request.photo.width}×{request.photo.height} photo"))
+    gallery = request.overview_frames()
     for k in picks:
         label = "start" if k == 0 else "result" if k == steps else f"step {k}"
         frame = restored_path if k == steps else _png(tensor_to_output(out.trajectory[k], "pil")[0], f"t{k}")
@@ -540,10 +546,7 @@ def _restore_auto(request: Request, generator: torch.Generator) -> tuple[tuple[s
     restored = result.pil()  # with the upload's alpha, if it has one
     metadata = PhotoMetadata.of(request.degraded)
     before_path, restored_path = _png(request.degraded, "before", metadata), _png(restored, "restored", metadata)
-    gallery = []
-    if request.region is not None:
-        overview = _png(request.region.overview(request.photo), "region")
-        gallery.append((overview, f"the restored region of the {request.photo.width}×{request.photo.height} photo"))
+    gallery = request.overview_frames()
     gallery.append((before_path, "input"))
     for number, stage in enumerate(result.stages, 1):
         frame = (
@@ -667,7 +670,7 @@ def sample_uncertainty(
     if eps == 0:
         summary += "\n\n*eps = 0 makes the walk deterministic, so every sample is the same: raise eps in Advanced.*"
     if request.region is not None:
-        summary += request.region.text(spec).replace(" (outlined in the first trajectory frame;", " (")
+        summary += request.region.text(spec, outlined=False)
     return _png(mean, "mean"), _png(_heatmap(std, vmax), "std"), summary
 
 
