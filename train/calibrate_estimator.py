@@ -69,12 +69,10 @@ def calibrate_nothing_below(estimator: InDIStartEstimator, val_images: list[np.n
     the figures."""
     photos = calibration_photos(val_images)
 
-    def estimates_of(images) -> np.ndarray:
-        return np.array([estimator.estimate(torch.from_numpy(np.ascontiguousarray(p)).permute(2, 0, 1)[None].float()
-                                            / 255).item() for p in images])  # fmt: skip
-
-    whole = estimates_of(photos)
-    crops = estimates_of([c.permute(1, 2, 0).mul(255).round().byte().numpy() for c in centre_crops(photos)])
+    whole = np.array(  # one call per photo: they differ in size
+        [estimator.estimate(torch.from_numpy(np.array(p)).permute(2, 0, 1)[None].float() / 255).item() for p in photos]
+    )
+    crops = estimator.estimate(centre_crops(photos)).numpy()
     threshold = float(max(np.quantile(whole, CLEAN_QUANTILE), np.quantile(crops, CLEAN_QUANTILE)))
     estimator.register_to_config(nothing_below=round(threshold, 4))
     return {
