@@ -14,7 +14,7 @@ second implementation of the walk.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -151,32 +151,45 @@ def restore_auto(
         raise ValueError("an upscale was asked for, but no sr4 pipeline was given")
     batch = _as_batch(image)
     findings = _findings(batch, estimators)
+    chain = [(f.task, "auto" if reestimate and k > 0 else f.start) for k, f in enumerate(chain_for(findings))]
+    if upscale:
+        chain.append(("sr4", 1.0))
+    return run_chain(image, pipelines, chain, num_inference_steps, generator, findings=findings, batch=batch)
+
+
+def run_chain(
+    image,
+    pipelines: Mapping[str, object],
+    chain: Sequence[tuple[str, float | str]],
+    num_inference_steps: Mapping[str, int] | int | None = None,
+    generator: torch.Generator | None = None,
+    findings: list[Finding] | None = None,
+    batch=None,
+) -> AutoResult:
+    """Runs ``chain`` ([(task id, start or "auto")], in order) on ``image``: each stage is its task pipeline's own
+    call from that start. A stage whose "auto" start reads 0 (nothing left to restore) is skipped. `restore_auto`
+    builds the chain from detection; a known chain (the true degradations and starts) can be run directly."""
+    batch = _as_batch(image) if batch is None else batch
     current = batch.rgb
-    result = AutoResult(image=current, findings=findings, alpha=batch.alpha)
-
-    def steps_for(task_id: str) -> int:
-        if isinstance(num_inference_steps, int):
-            return num_inference_steps
-        return (num_inference_steps or {}).get(task_id, get_task(task_id).default_steps)
-
-    for position, finding in enumerate(chain_for(findings)):
-        pipe = pipelines[finding.task]
-        strength = "auto" if reestimate and position > 0 else finding.start
+    result = AutoResult(image=current, findings=list(findings or []), alpha=batch.alpha)
+    for position, (task_id, strength) in enumerate(chain):
+        steps = _steps_for(task_id, num_inference_steps)
         source = image if position == 0 else current  # the first stage sees the file (its JPEG tables)
-        out = pipe(source, num_inference_steps=steps_for(finding.task), strength=strength, generator=generator,
-                   output_type="pt")  # fmt: skip
+        out = pipelines[task_id](source, num_inference_steps=steps, strength=strength, generator=generator,
+                                 output_type="pt")  # fmt: skip
         start = out.start_t[0]
-        if start == 0.0:  # re-read as clean after the stage before: nothing more to do for this task
+        if start == 0.0:  # read as clean (after the stage before): nothing to do for this task
             continue
         current = out.images.float()
-        result.stages.append(Stage(finding.task, start, current))
-    if upscale:
-        out = pipelines["sr4"](current, num_inference_steps=steps_for("sr4"), strength=1.0, generator=generator,
-                               output_type="pt")  # fmt: skip
-        current = out.images.float()
-        result.stages.append(Stage("sr4", 1.0, current))
+        result.stages.append(Stage(task_id, start, current))
     result.image = current
     return result
+
+
+def _steps_for(task_id: str, num_inference_steps: Mapping[str, int] | int | None) -> int:
+    if isinstance(num_inference_steps, int):
+        return num_inference_steps
+    return (num_inference_steps or {}).get(task_id, get_task(task_id).default_steps)
 
 
 def load_estimators(tasks=CHAIN_ORDER) -> dict:

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import make_tiny_pipeline
 
-from indi_pipeline.auto_restore import chain_for, detect, restore_auto
+from indi_pipeline.auto_restore import chain_for, detect, restore_auto, run_chain
 from indi_pipeline.estimation import InDIStartEstimator
 
 ALWAYS, NEVER = 0.0, 1.01
@@ -79,6 +79,17 @@ def test_restore_auto_runs_the_found_tasks_in_order_as_their_pipelines_would(ree
         current = by_hand
     torch.testing.assert_close(result.image, current)
     assert "Applied: jpeg from t = " in result.report() and "no defocus blur" in result.report()
+
+
+def test_run_chain_runs_a_given_chain_and_skips_a_stage_read_as_clean():
+    pipes = zoo(jpeg=ALWAYS, denoise=NEVER)
+    image = photo()
+    result = run_chain(image, pipes, [("denoise", "auto"), ("jpeg", 0.4), ("denoise", 0.3)], num_inference_steps=1)
+    assert [(s.task, s.start) for s in result.stages] == [("jpeg", 0.4), ("denoise", pytest.approx(0.3))]
+    by_hand = pipes["jpeg"](image, num_inference_steps=1, strength=0.4, output_type="pt").images
+    by_hand = pipes["denoise"](by_hand, num_inference_steps=1, strength=0.3, output_type="pt").images
+    torch.testing.assert_close(result.image, by_hand)
+    assert result.findings == [] and run_chain(image, pipes, []).image is not None
 
 
 def test_nothing_found_leaves_the_photo_unchanged_and_upscale_needs_sr4():
