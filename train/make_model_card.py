@@ -490,13 +490,6 @@ def spacing_text(scheduler: dict) -> str:
     return "Inference steps are equally spaced in t."
 
 
-def t_sampling_text(config: dict) -> str:
-    """p(t) in words, from a scheduler config or a run's args (both hold t_sampling and t_one_probability)."""
-    if config["t_sampling"] == "mixture":
-        return f"uniform on (0, 1] mixed with t = 1 at weight {config['t_one_probability']:g}"
-    return config["t_sampling"]
-
-
 def concurrent_runs(info: dict) -> int:
     """How many training runs shared the device. Records from before the field: train_zoo.sh ran all five zoo tasks."""
     if "concurrent_runs" in info:
@@ -608,18 +601,17 @@ def tried_text(stages: list[dict]) -> str:
     losses = listed(loss_text(s["args"].get("loss")).split(" loss")[0] for s in stages)
     weights = [s["args"]["t_one_probability"] for s in stages if s["args"]["t_sampling"] == "mixture"]
     uniform = any(s["args"]["t_sampling"] == "uniform" for s in stages)
-    weight = f"mixed with t = 1 at weight {listed((f'{w:g}' for w in sorted(weights)), 'or')}" if weights else ""
-    p_t = (
-        [f"uniform on (0, 1], alone and {weight}" if uniform else f"uniform on (0, 1] {weight}"]
-        if weights
-        else ["uniform"]
-        if uniform
-        else []
-    )
+    # The stage table above has each value: written as the stage table's p(t) column does, networks by block count.
+    weight = f"t = 1 at {listed((f'{w:g}' for w in sorted(weights)), 'or')}" if weights else ""
+    p_t = [f"uniform and {weight}" if uniform else weight] if weights else ["uniform"] if uniform else []
     others = sorted({s["args"]["t_sampling"] for s in stages} - {"mixture", "uniform"})
     eps = listed(f"{s['args']['eps']:g}" for s in stages if s["args"].get("eps") is not None)
-    networks = [blocks_text(dict(blocks)) for blocks in dict.fromkeys(tuple(stage_blocks(s).items()) for s in stages)]
-    network = f"{networks[0]} blocks" if len(networks) == 1 else f"{networks[0]} grown to {networks[-1]} blocks"
+    blocks = list(dict.fromkeys(block_count(stage_blocks(s)) for s in stages))
+    network = (
+        f"a {blocks[0]}-block network"
+        if len(blocks) == 1
+        else f"a network grown from {blocks[0]} to {blocks[-1]} blocks"
+    )
     gpu = sum(s["wall_seconds"] for s in stages if not s["device"].lower().startswith("cpu")) / 60
     cpu = sum(s["wall_seconds"] for s in stages if s["device"].lower().startswith("cpu")) / 60
     parts = [
@@ -630,6 +622,11 @@ def tried_text(stages: list[dict]) -> str:
         f"{gpu:.0f} min of training on GPUs and {cpu:.0f} min on CPUs",
     ]
     return f"Its stages above tried {'; '.join(part for part in parts if part)}."
+
+
+def block_count(blocks: dict) -> int:
+    """NAFNet blocks in all: encoder, middle and decoder."""
+    return sum(sum(v) if isinstance(v, (list, tuple)) else v for v in blocks.values())
 
 
 def total_training_text(stages: list[dict]) -> str:
@@ -744,9 +741,8 @@ def estimator_lines(folder: Path) -> list[str]:
         '## Start estimator (`strength="auto"`, the default)',
         "",
         f"`estimator/` reads each image's t{error}. Below {config['nothing_below']:g} (95 % of clean held-out "
-        f"photos read less) the image comes back unchanged{curve}. {info['steps']} steps, "
-        f"{info['wall_seconds'] / 60:.0f} min, {info['device']}. Against strength 1 and the best fixed start: the "
-        "project's `docs/blind.md`.",
+        f"photos read less) the image comes back unchanged{curve}. Its training: `estimator/train_info.json`; "
+        "against strength 1 and the best fixed start: the project's `docs/blind.md`.",
         "",
     ]
 
@@ -881,9 +877,9 @@ def build_card(folder: Path, hub_org: str | None) -> ModelCard:
     sections += [
         "## Training",
         "",
-        f"InDI: eps = {scheduler['eps']:g} ({scheduler['noise_schedule']} schedule), "
-        f"p(t) = {t_sampling_text(scheduler)}, {loss_text(info['args'].get('loss'))} on the predicted clean image"
-        f"{' (last stage)' if len(stages) > 1 else ''}. {spacing_text(scheduler)}",
+        f"Loss: {loss_text(info['args'].get('loss'))} on the predicted clean image"
+        f"{' (last stage)' if len(stages) > 1 else ''}; path noise eps on a {scheduler['noise_schedule']} schedule. "
+        f"{spacing_text(scheduler)}",
         "",
         stage_table(stages, task.task_id),
         "",
@@ -895,9 +891,8 @@ def build_card(folder: Path, hub_org: str | None) -> ModelCard:
         "",
         "## Limitations",
         "",
-        f"- A short training ({total_training_text(stages)}) on 29 photos: these numbers are what this model does, "
-        "not what InDI can do with the paper's budget. Fine-tune it on your data: `python -m train.train_indi "
-        "--init_from`.",
+        f"- A short training ({total_training_text(stages)}) on 29 photos: what this model does, not what InDI "
+        "can do at the paper's budget. Fine-tune it on your data: `python -m train.train_indi --init_from`.",
         *floor_limitations(evaluations, task.task_id, repeated, stages),
         "- Synthetic degradations only; see the failure cases above.",
         "- Extra steps invent plausible detail: do not use the output as evidence of what was in the scene.",
