@@ -10,6 +10,8 @@ import PIL.Image
 import pytest
 from conftest import make_tiny_net
 
+from benchmarks import peers
+from benchmarks.peers import PEERS_DIR
 from train import eval_indi, make_model_card, train_indi
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -874,3 +876,35 @@ def test_verify_zoo_refuses_a_command_that_is_not_the_evaluation():
         {"command": "python train/eval_indi.py --model m --output_dir old --crop 256"}, Path("/tmp/new")
     )
     assert argv == ["--model", "m", "--crop", "256", "--output_dir", "/tmp/new"]
+
+
+@pytest.mark.skipif(not (PEERS_DIR / "cdncnn_b.safetensors").is_file(), reason="no ../shared/peers beside the checkout")
+def test_peers_are_scored_beside_the_denoiser_at_their_sigma(tmp_path):
+    repo = _repo(tmp_path / "repo", "denoise", identity=False)
+    photos = _photos(tmp_path / "photos")
+    rows = {r["method"]: r for r in _evaluate(repo, photos, "denoise", "--sigma", "25", "--peers")["table"]}
+    assert {"CDnCNN-B (blind)", "CDnCNN-S (sigma 25 only)"} <= set(rows)
+    assert rows["CDnCNN-S (sigma 25 only)"]["psnr"] > rows["degraded input"]["psnr"] + 5  # a real denoiser
+    rows = {r["method"] for r in _evaluate(repo, photos, "denoise", "--sigma", "15", "--peers")["table"]}
+    assert "CDnCNN-B (blind)" in rows and not any(m.startswith("CDnCNN-S") for m in rows)  # no S model for 15
+
+
+def test_peers_are_for_denoising_and_name_a_missing_folder(tmp_path, monkeypatch):
+    repo, photos = _repo(tmp_path / "repo", "jpeg", identity=False), _photos(tmp_path / "photos")
+    with pytest.raises(SystemExit, match="--peers are denoisers"):
+        _evaluate(repo, photos, "jpeg", "--peers")
+    monkeypatch.setattr(peers, "PEERS_DIR", tmp_path / "nowhere")
+    with pytest.raises(SystemExit, match="no peer weights at .*nowhere"):
+        _evaluate(_repo(tmp_path / "denoiser", "denoise", identity=False), photos, "denoise", "--peers")
+
+
+def test_the_data_line_names_each_stage_s_photos():
+    debian = {"args": {"train_data_dir": "data/photos/train"}}
+    shared = {"args": {"train_data_dir": "data/shared_photos/train"}}
+    assert make_model_card.data_text([debian, debian]).startswith("29 free-licensed Debian wallpaper photos")
+    text = make_model_card.data_text([debian, debian, shared])
+    assert text.startswith("stages 1–2: 29 free-licensed") and "; stage 3: 365 varied free-licensed photos" in text
+    assert "stage 1: the photos of `mine/`" in make_model_card.data_text(
+        [{"args": {"train_data_dir": "mine/"}}, shared]
+    )
+    assert text.endswith("Sources and licences: the project's `train/DATA.md`.")

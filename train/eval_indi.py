@@ -48,6 +48,9 @@ def parse_args(argv=None):
         help="denoise: also score BM3D given the true sigma (needs `pip install bm3d`; its binary is free for "
         "non-commercial use only, so it is not a project requirement)",
     )
+    parser.add_argument(
+        "--peers", action="store_true", help="denoise: also score the CDnCNN peers of ../shared/peers (evaluation only)"
+    )
     parser.add_argument("--sigma", type=float, default=None, help="denoise: noise sigma in 0-255 units (default 50).")
     parser.add_argument("--quality", type=int, default=None, help="jpeg: JPEG quality (default 10).")
     parser.add_argument("--crop", type=int, default=512, help="Crop size (0 = whole photo).")
@@ -154,7 +157,27 @@ def reference_methods(args, kwargs: dict, strength: float) -> dict:
             return torch.from_numpy(bm3d.bm3d_rgb(array, sigma_psd=sigma)).permute(2, 0, 1)[None].float()
 
         references[BM3D] = run_bm3d
+    if args.peers:
+        references.update(peer_methods(args.task, kwargs))
     return references
+
+
+def peer_methods(task_id: str, kwargs: dict) -> dict:
+    """The CDnCNN denoisers of ``../shared/peers`` (evaluation only): the blind CDnCNN-B and, at sigma 25 or 50, the
+    CDnCNN-S trained for that sigma alone."""
+    if task_id != "denoise":
+        raise SystemExit("eval_indi: --peers are denoisers (use them with --task denoise)")
+    from benchmarks import peers as peer_models  # the peers live beside the checkout, not in the library
+
+    sigma = round(kwargs["sigma"] * 255)
+    names = {"CDnCNN-B (blind)": "cdncnn_b"}
+    if sigma in (25, 50):
+        names[f"CDnCNN-S (sigma {sigma} only)"] = f"cdncnn_s{sigma}"
+    try:
+        peers = {label: peer_models.cdncnn(name, peer_models.PEERS_DIR) for label, name in names.items()}
+    except FileNotFoundError as error:
+        raise SystemExit(f"eval_indi: --peers: {error}") from None
+    return {label: (lambda noisy, seed, peer=peer: peer(noisy)) for label, peer in peers.items()}
 
 
 def restore(pipe, pipe_input, steps, strength, seed, eps=None):

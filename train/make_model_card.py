@@ -69,10 +69,33 @@ CITATION = """@article{delbracio2023indi,
   url     = {https://openreview.net/forum?id=VmyFF5lL3F}
 }"""
 
-DATA_SUMMARY = (
-    "29 free-licensed Debian wallpaper photos, downscaled 2–4× (no JPEG artefacts left); 8 more held out. Sources and "
-    "licences: the project's `train/DATA.md`."
-)
+# What each prepared photo folder is (train/prepare_data.py writes them); sources and licences: train/DATA.md.
+TRAINING_PHOTOS = {
+    "data/photos/train": "29 free-licensed Debian wallpaper photos, downscaled 2–4× (no JPEG artefacts left; 8 more "
+    "held out)",
+    "data/shared_photos/train": "365 varied free-licensed photos, long side 512 px (41 more held out, split fixed "
+    "in `train/shared_photos_split.json`)",
+}
+
+
+def data_text(stages: list[dict]) -> str:
+    """What the stages trained on, from each one's --train_data_dir: one source, or the stages of each."""
+    sources = [
+        TRAINING_PHOTOS.get(folder, f"the photos of `{folder}`")
+        for folder in (s["args"].get("train_data_dir") or "data/photos/train" for s in stages)
+    ]
+    groups: list[tuple[list[int], str]] = []
+    for number, source in enumerate(sources, 1):
+        if groups and groups[-1][1] == source:
+            groups[-1][0].append(number)
+        else:
+            groups.append(([number], source))
+    if len(groups) == 1:
+        text = groups[0][1]
+    else:
+        named = [f"stage {n[0]}" if len(n) == 1 else f"stages {n[0]}–{n[-1]}" for n, _ in groups]
+        text = "; ".join(f"{name}: {source}" for name, (_, source) in zip(named, groups))
+    return f"{text}. Sources and licences: the project's `train/DATA.md`."
 
 
 # Where the library is installed from (pyproject.toml [project.urls] Homepage: the Space's git repository).
@@ -887,11 +910,11 @@ def build_card(folder: Path, hub_org: str | None) -> ModelCard:
         + 'AdamW, warm-up then cosine; p(t) "t = 1 at w": uniform on (0, 1] mixed with t = 1 at weight w. Exact '
         "commands: `train_info.json`.",
         "",
-        f"Data: {DATA_SUMMARY}",
+        f"Data: {data_text(stages)}",
         "",
         "## Limitations",
         "",
-        f"- A short training ({total_training_text(stages)}) on 29 photos: what this model does, not what InDI "
+        f"- A short training ({total_training_text(stages)}): what this model does, not what InDI "
         "can do at the paper's budget. Fine-tune it on your data: `python -m train.train_indi --init_from`.",
         *floor_limitations(evaluations, task.task_id, repeated, stages),
         "- Synthetic degradations only; see the failure cases above.",
