@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import make_tiny_pipeline
 
-from indi_pipeline.auto_restore import chain_for, detect, restore_auto, run_chain
+from indi_pipeline.auto_restore import Finding, chain_for, detect, restore_auto, run_chain
 from indi_pipeline.estimation import InDIStartEstimator
 
 ALWAYS, NEVER = 0.0, 1.01
@@ -57,11 +57,13 @@ def test_a_jpeg_file_s_tables_reach_the_jpeg_finding_only():
     assert findings[1].jpeg_quality is None
 
 
-def test_the_chain_keeps_only_the_strongest_blur():
-    pipes = zoo(defocus_deblur=ALWAYS, motion_deblur=ALWAYS, denoise=NEVER)
-    findings = detect(photo(), {t: p.estimator for t, p in pipes.items()})
-    strongest = max((f for f in findings if f.present), key=lambda f: (f.start, f.estimate))
-    assert chain_for(findings) == [strongest]
+def test_the_chain_keeps_one_blur_the_later_start_and_defocus_on_a_tie():
+    defocus, motion = Finding("defocus_deblur", 0.5, 0.6), Finding("motion_deblur", 0.9, 0.8)
+    noise = Finding("denoise", 0.3, 0.3)
+    assert chain_for([noise, defocus, motion]) == [noise, motion]  # the later start
+    tied = Finding("motion_deblur", 0.99, 0.6)  # a larger estimate, from another estimator: not compared
+    assert chain_for([defocus, tied]) == [defocus] and chain_for([tied, defocus]) == [defocus]
+    assert chain_for([Finding("motion_deblur", 0.1, 0.0), noise]) == [noise]  # absent ones are left out
 
 
 @pytest.mark.parametrize("reestimate", [True, False])
