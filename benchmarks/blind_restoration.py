@@ -102,7 +102,7 @@ def as_jpeg_file(y: torch.Tensor, quality: int) -> PIL.Image.Image:
 PSNR_CAP_DB = 100.0
 
 
-def _score(restored: torch.Tensor, clean: torch.Tensor) -> tuple[float, float]:
+def score_8bit(restored: torch.Tensor, clean: torch.Tensor) -> tuple[float, float]:
     restored = (restored.clamp(0, 1) * 255).round() / 255  # scored as the 8-bit image a user gets
     return min(psnr(restored, clean).item(), PSNR_CAP_DB), lpips(restored, clean).item()
 
@@ -143,17 +143,21 @@ def run_task(task_id: str, crops) -> dict:
             starts.append(auto_1.start_t[0])
             if quality is not None:  # which of the two readings restores better, each alone
                 pixels_only = walk("auto", 1, source=y)
-                scores.setdefault("auto, pixels only, 1 step", []).append(_score(pixels_only.images, clean))
+                scores.setdefault("auto, pixels only, 1 step", []).append(score_8bit(pixels_only.images, clean))
                 tables_start = pipe.estimator.start_for_quality(quality)
-                scores.setdefault("auto, tables only, 1 step", []).append(_score(walk(tables_start, 1).images, clean))
-            scores.setdefault("input", []).append(_score(y, clean))
-            scores.setdefault("auto, 1 step", []).append(_score(auto_1.images, clean))
-            scores.setdefault(f"auto, {steps} steps", []).append(_score(walk("auto", steps).images, clean))
-            scores.setdefault(f"strength 1, {steps} steps", []).append(_score(walk(1.0, steps).images, clean))
+                scores.setdefault("auto, tables only, 1 step", []).append(
+                    score_8bit(walk(tables_start, 1).images, clean)
+                )
+            scores.setdefault("input", []).append(score_8bit(y, clean))
+            scores.setdefault("auto, 1 step", []).append(score_8bit(auto_1.images, clean))
+            scores.setdefault(f"auto, {steps} steps", []).append(score_8bit(walk("auto", steps).images, clean))
+            scores.setdefault(f"strength 1, {steps} steps", []).append(score_8bit(walk(1.0, steps).images, clean))
             for strength in SWEEP:
-                scores.setdefault(f"strength {strength:g}, 1 step", []).append(_score(walk(strength, 1).images, clean))
+                scores.setdefault(f"strength {strength:g}, 1 step", []).append(
+                    score_8bit(walk(strength, 1).images, clean)
+                )
             if peer is not None:
-                scores.setdefault("CDnCNN-B", []).append(_score(peer(y), clean))
+                scores.setdefault("CDnCNN-B", []).append(score_8bit(peer(y), clean))
         means = {k: (float(np.mean([s[0] for s in v])), float(np.mean([s[1] for s in v]))) for k, v in scores.items()}
         oracle = max(SWEEP, key=lambda s: means[f"strength {s:g}, 1 step"][0])
         known = [abs(e - t) for e, t in zip(estimates, truths) if t is not None]
