@@ -302,11 +302,12 @@ def _to_uint8_numpy(img: torch.Tensor) -> np.ndarray:
     return a.movedim(-3, -1).numpy()
 
 
-def _jpeg_roundtrip(arr: np.ndarray, quality: int) -> np.ndarray:
+def _jpeg_roundtrip(arr: np.ndarray, quality: int, subsampling: int | None = None) -> np.ndarray:
     """(H, W, C) uint8 -> JPEG bytes at ``quality`` (PIL defaults otherwise) -> decoded (H, W, C) uint8."""
     im = Image.fromarray(np.ascontiguousarray(arr[..., 0] if arr.shape[2] == 1 else arr))  # uint8 -> L / RGB
     buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=int(quality))
+    options = {} if subsampling is None else {"subsampling": int(subsampling)}
+    im.save(buf, format="JPEG", quality=int(quality), **options)
     buf.seek(0)
     with Image.open(buf) as dec:
         out = np.asarray(dec.convert(im.mode))
@@ -319,6 +320,7 @@ def jpeg_compress(
     quality_range: tuple[int, int] = JPEG_QUALITY_RANGE,
     generator: torch.Generator | None = None,
     check_finite: bool = True,
+    subsampling: ParamLike = None,
 ) -> torch.Tensor:
     """JPEG encode/decode each image with PIL at ``quality`` (PIL defaults otherwise: 4:2:0 chroma subsampling,
     standard tables, no optimisation).
@@ -330,6 +332,8 @@ def jpeg_compress(
             ``quality_range`` (inclusive, default 10..50).
         generator: torch.Generator for the qualities.
         check_finite: reject NaN/Inf in ``x`` (default; see the module docstring).
+        subsampling: PIL's chroma subsampling, one for the batch or one per image: 0 (4:4:4), 1 (4:2:2) or 2
+            (4:2:0); ``None``: PIL's default.
 
     Returns the decoded images (multiples of 1/255) on ``x.device`` with ``x.dtype``.
     """
@@ -344,8 +348,13 @@ def jpeg_compress(
         q = _per_image(quality, n, "quality", low=1)
         if bool((q != q.round()).any()) or bool((q > 100).any()):
             raise ValueError(f"quality must be an integer in [1, 100], got {q.tolist()}")
+    chroma = [None] * n
+    if subsampling is not None:
+        chroma = [int(c) for c in _per_image(subsampling, n, "subsampling").tolist() if c in (0, 1, 2)]
+        if len(chroma) != n:
+            raise ValueError(f"subsampling must be 0 (4:4:4), 1 (4:2:2) or 2 (4:2:0), got {subsampling!r}")
     x8 = _to_uint8_numpy(x)  # (N, H, W, C), one conversion for the batch
-    out = [_jpeg_roundtrip(x8[i], int(q[i])) for i in range(n)]
+    out = [_jpeg_roundtrip(x8[i], int(q[i]), chroma[i]) for i in range(n)]
     y = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(dtype=torch.float32).div_(255.0)
     return y.to(device=x.device, dtype=x.dtype)
 

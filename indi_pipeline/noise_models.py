@@ -21,12 +21,19 @@ from .degradations import jpeg_compress
 
 def _rms_scaled(x: torch.Tensor, noise: torch.Tensor, rms: torch.Tensor) -> torch.Tensor:
     current = noise.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp_min(1e-12)
-    return x + noise * (rms.view(-1, 1, 1, 1) / current)
+    return x + noise * (rms.to(x.device).view(-1, 1, 1, 1) / current)
 
 
 def _as_rms(rms, n: int) -> torch.Tensor:
     rms = torch.as_tensor(rms, dtype=torch.float32).flatten()
     return rms.expand(n) if rms.numel() == 1 else rms
+
+
+def _draw(draw, shape, generator, like: torch.Tensor) -> torch.Tensor:
+    """``draw`` (torch.rand / torch.randn) on the generator's device, then on ``like``'s: the same numbers for a seed
+    wherever ``x`` lives, and usable with a training device's generator."""
+    device = generator.device if generator is not None else torch.device("cpu")
+    return draw(shape, generator=generator, device=device).to(like.device)
 
 
 def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
@@ -42,13 +49,13 @@ def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
 def camera_noise(x: torch.Tensor, rms, generator: torch.Generator | None = None) -> torch.Tensor:
     """Shot + read noise in linear light (random shot/read balance and channel gains per image), RMS ``rms`` in sRGB."""
     n = x.shape[0]
-    u = torch.rand(n, 5, generator=generator)
+    u = _draw(torch.rand, (n, 5), generator, x)
     shot = 10 ** (-3 + 1.5 * u[:, :1])  # variance per unit of linear signal
     read = 10 ** (-6 + 2 * u[:, 1:2])  # signal-independent variance
     gains = 0.7 + 0.6 * u[:, 2:5]  # per-channel gains (white balance)
     linear = srgb_to_linear(x)
     variance = (shot * gains).view(n, 3, 1, 1) * linear + read.view(n, 1, 1, 1)
-    noisy_linear = linear + variance.sqrt() * torch.randn(x.shape, generator=generator)
+    noisy_linear = linear + variance.sqrt() * _draw(torch.randn, x.shape, generator, x)
     noise = linear_to_srgb(noisy_linear.clamp_min(0)) - x.clamp(0, 1)
     return _rms_scaled(x, noise, _as_rms(rms, n))
 
@@ -56,13 +63,13 @@ def camera_noise(x: torch.Tensor, rms, generator: torch.Generator | None = None)
 def correlated_noise(x: torch.Tensor, rms, generator: torch.Generator | None = None) -> torch.Tensor:
     """White noise mixed across channels by a random 3x3 matrix and blurred by a Gaussian of 0.3-1 px, RMS ``rms``."""
     n = x.shape[0]
-    white = torch.randn(x.shape, generator=generator)
-    mixing = torch.eye(3) + 0.6 * torch.rand(n, 3, 3, generator=generator)
+    white = _draw(torch.randn, x.shape, generator, x)
+    mixing = torch.eye(3, device=x.device) + 0.6 * _draw(torch.rand, (n, 3, 3), generator, x)
     noise = torch.einsum("nij,njhw->nihw", mixing, white)
     out = []
-    for image, sigma in zip(noise, 0.3 + 0.7 * torch.rand(n, generator=generator)):
+    for image, sigma in zip(noise, 0.3 + 0.7 * _draw(torch.rand, (n,), generator, x).cpu()):
         radius = 3
-        taps = torch.arange(-radius, radius + 1, dtype=torch.float32)
+        taps = torch.arange(-radius, radius + 1, dtype=torch.float32, device=x.device)
         kernel = torch.exp(-(taps**2) / (2 * float(sigma) ** 2))
         kernel = (kernel / kernel.sum()).view(1, 1, 1, -1).repeat(3, 1, 1, 1)
         image = F.conv2d(F.pad(image[None], (radius, radius, 0, 0), mode="reflect"), kernel, groups=3)

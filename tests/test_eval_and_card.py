@@ -624,6 +624,15 @@ def test_stage_notes_say_when_a_stage_grew_its_base_network():
     assert "grown to" not in make_model_card.stage_notes(later, "motion_deblur")
 
 
+def test_stage_notes_name_a_degradation_mix_other_than_the_definition():
+    info = _train_info("train/train_indi.py --degradation_mix photo", 30, "cpu")
+    assert make_model_card.stage_notes(info, "jpeg") == ""  # recorded before the flag: the definition
+    info["args"].update(degradation_mix="benchmark")
+    assert make_model_card.stage_notes(info, "jpeg") == ""
+    info["args"].update(degradation_mix="photo")
+    assert make_model_card.stage_notes(info, "jpeg") == "photo degradation mix (train/README.md)"
+
+
 def test_a_missed_floor_says_what_the_stages_tried():
     """Below its floor, a card lists what its training tried (from train_info.json), not a promise of more of the same."""
     first = _train_info("python train/train_indi.py", 50, "NVIDIA H200")  # 50 steps of 12 s: 10 min

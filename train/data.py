@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from indi_pipeline.degradations import bicubic_upsample, jpeg_compress
+from indi_pipeline.photo_mix import photo_jpeg
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -135,8 +136,18 @@ class RandomCropStream(IterableDataset):
     Every (seed, rank, worker) triple draws its own reproducible stream.
     """
 
-    def __init__(self, images: list, resolution: int, seed: int, rank: int = 0, jpeg_in_worker: bool = False):
+    def __init__(
+        self,
+        images: list,
+        resolution: int,
+        seed: int,
+        rank: int = 0,
+        jpeg_in_worker: bool = False,
+        jpeg_mix: str = "benchmark",
+    ):
         super().__init__()
+        # the task's definition, or the photo mix (indi_pipeline.photo_mix); a module-level function: workers pickle it
+        self.jpeg = {"benchmark": jpeg_compress, "photo": photo_jpeg}[jpeg_mix]
         self.images = images
         self.resolution = resolution
         self.seed = seed
@@ -163,6 +174,6 @@ class RandomCropStream(IterableDataset):
             if len(crops) == 2:
                 sample["degraded"] = crops[1]
             elif self.jpeg_in_worker:
-                degraded = jpeg_compress(crops[0][None].float() / 255.0, generator=jpeg_generator)[0]
+                degraded = self.jpeg(crops[0][None].float() / 255.0, generator=jpeg_generator)[0]
                 sample["degraded"] = (degraded * 255.0).round().to(torch.uint8)
             yield sample

@@ -26,6 +26,7 @@ from indi_pipeline.degradations import (
     motion_blur,
     motion_kernels,
 )
+from indi_pipeline.photo_mix import NOISE_SHARES, draw_choices, photo_defocus_kernels, photo_motion_kernels, photo_noise
 
 KERNEL_BANK_SIZE = 4096
 _DISK_CHUNK = 256  # disks rasterised per call when drawing the bank (bounds the supersampling tensor to ~90 MB)
@@ -39,11 +40,27 @@ def disk_kernel_bank(size: int, generator: torch.Generator, device: torch.device
     return torch.cat([disk_kernels(chunk, size=kernel_size) for chunk in radii.split(_DISK_CHUNK)]).to(device)
 
 
-class DeviceDegrader:
-    """``degrader(clean) -> degraded`` for a task, with its own seeded generators (device: noise; CPU: parameters)."""
+MIXES = ("benchmark", "photo")  # the task's definition, or indi_pipeline.photo_mix's wider one
 
-    def __init__(self, task: str, device: torch.device, seed: int, kernel_bank_size: int = KERNEL_BANK_SIZE):
+
+class DeviceDegrader:
+    """``degrader(clean) -> degraded`` for a task, with its own seeded generators (device: noise; CPU: parameters).
+
+    ``mix``: "benchmark" degrades as the task's definition does (design.md section 4), "photo" as
+    ``indi_pipeline.photo_mix`` does (JPEG is not done here: it runs in the DataLoader workers)."""
+
+    def __init__(
+        self,
+        task: str,
+        device: torch.device,
+        seed: int,
+        kernel_bank_size: int = KERNEL_BANK_SIZE,
+        mix: str = "benchmark",
+    ):
+        if mix not in MIXES:
+            raise ValueError(f"unknown degradation mix {mix!r}; valid: {', '.join(MIXES)}")
         self.task = task
+        self.mix = mix
         self.device = torch.device(device)
         self.generator = torch.Generator(device=self.device)
         self.parameter_generator = torch.Generator()
@@ -52,16 +69,25 @@ class DeviceDegrader:
         bank_generator = torch.Generator().manual_seed(seed)
         if task == "motion_deblur":
             self.blur = motion_blur
-            self.kernel_bank = motion_kernels(kernel_bank_size, generator=bank_generator, device=self.device)
+            if mix == "photo":
+                self.kernel_bank = photo_motion_kernels(kernel_bank_size, bank_generator, device=self.device)
+            else:
+                self.kernel_bank = motion_kernels(kernel_bank_size, generator=bank_generator, device=self.device)
         elif task == "defocus_deblur":
             self.blur = defocus_blur
-            self.kernel_bank = disk_kernel_bank(kernel_bank_size, bank_generator, self.device)
+            if mix == "photo":
+                self.kernel_bank = photo_defocus_kernels(kernel_bank_size, bank_generator).to(self.device)
+            else:
+                self.kernel_bank = disk_kernel_bank(kernel_bank_size, bank_generator, self.device)
 
     def reseed(self, seed: int) -> None:
         self.generator.manual_seed(seed)
         self.parameter_generator.manual_seed(seed)
 
     def __call__(self, clean: torch.Tensor) -> torch.Tensor:
+        if self.task == "denoise" and self.mix == "photo":
+            kinds = draw_choices(clean.shape[0], NOISE_SHARES, self.parameter_generator)  # on the CPU: no read-back
+            return photo_noise(clean, DENOISE_SIGMA_MAX, generator=self.generator, choices=kinds)
         if self.kernel_bank is None:
             return self.fixed(clean, self.generator, check_finite=False)
         n = clean.shape[0]
@@ -77,7 +103,7 @@ class DeviceDegrader:
         )
 
     def fixed(self, clean: torch.Tensor, generator: torch.Generator, check_finite: bool = True) -> torch.Tensor:
-        """The task's degradation drawn from ``generator`` (fresh kernels; used for validation)."""
+        """The task's definition drawn from ``generator`` (fresh kernels; validation scores on it, whatever the mix)."""
         if self.task == "denoise":
             # InDI denoising trains y = x + sigma_max * n: x_t then holds noise t * sigma_max, so one model covers
             # every sigma <= sigma_max by starting at t = sigma / sigma_max (the pipeline's strength).

@@ -579,6 +579,10 @@ def stage_notes(info: dict, task_id: str) -> str:
     grown = grown_text(info)
     if grown:
         notes.append(grown.removeprefix(", "))
+    if (
+        info["args"].get("degradation_mix", "benchmark") != "benchmark"
+    ):  # runs before the flag trained on the definition
+        notes.append(f"{info['args']['degradation_mix']} degradation mix (train/README.md)")
     resumed = info.get("resumed_from")
     if resumed:  # the minutes and steps count the whole run
         notes.append(f"resumed at step {resumed['global_step']} from {resumed['checkpoint']}")

@@ -247,6 +247,19 @@ def test_jpeg_equals_direct_pil_at_given_quality():
     assert not torch.equal(y[0], y[1]) and (y - x).abs().mean() > 0.002
 
 
+def test_jpeg_subsampling_per_image_equals_pil_and_bad_values_are_refused():
+    x = smooth_image(n=2)
+    y = jpeg_compress(x, quality=60, subsampling=[0, 2])
+    for i, chroma in enumerate((0, 2)):
+        buf = io.BytesIO()
+        to_pil(x[i]).save(buf, format="JPEG", quality=60, subsampling=chroma)
+        ref = pil_array(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+        assert np.array_equal((y[i] * 255).round().permute(1, 2, 0).numpy(), ref)
+    assert torch.equal(jpeg_compress(x, quality=60, subsampling=2), jpeg_compress(x, quality=60))  # PIL's default
+    with pytest.raises(ValueError, match="subsampling must be 0"):
+        jpeg_compress(x, quality=60, subsampling=3)
+
+
 def test_jpeg_random_quality_is_applied():
     """Random qualities are drawn in [10, 50] from the generator; each output equals PIL at that quality."""
     x = smooth_image(n=4)

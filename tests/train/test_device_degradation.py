@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import indi_pipeline.degradations as degradations
-from train.device_degradation import DeviceDegrader, disk_kernel_bank
+import indi_pipeline.photo_mix as photo_mix
+from train.device_degradation import MIXES, DeviceDegrader, disk_kernel_bank
 
 DEVICE_TASKS = ("denoise", "sr4", "motion_deblur", "defocus_deblur")  # jpeg is compressed by PIL in the workers
 
@@ -33,9 +34,10 @@ def forbid(monkeypatch, *names):
         monkeypatch.setattr(owner, attribute, refuse(f"{getattr(owner, '__name__', owner)}.{attribute}"))
 
 
+@pytest.mark.parametrize("mix", MIXES)
 @pytest.mark.parametrize("task", DEVICE_TASKS)
-def test_a_batch_reads_nothing_back_and_rasterises_nothing(task, monkeypatch):
-    degrader = DeviceDegrader(task, "cpu", seed=0, kernel_bank_size=64)
+def test_a_batch_reads_nothing_back_and_rasterises_nothing(task, mix, monkeypatch):
+    degrader = DeviceDegrader(task, "cpu", seed=0, kernel_bank_size=64, mix=mix)
     clean = gray_batch()
     expected = degrader(clean)
     degrader.reseed(0)
@@ -44,6 +46,8 @@ def test_a_batch_reads_nothing_back_and_rasterises_nothing(task, monkeypatch):
         (degradations, "_rand"),
         (degradations, "disk_kernels"),
         (degradations, "motion_kernels"),
+        (photo_mix, "photo_defocus_kernels"),
+        (photo_mix, "photo_motion_kernels"),
         (torch.Tensor, "item"),
         (torch.Tensor, "tolist"),
     )
@@ -109,3 +113,32 @@ def test_batch_bench_runs_every_device_task(clean_dir):
     assert set(result["rows"]) == set(DEVICE_TASKS)
     for row in result["rows"].values():
         assert row["images_per_s"] > 0 and row["device_waits"] == "not checked (no CUDA device)"
+
+
+def test_the_photo_mix_keeps_sigma_max_and_mixes_the_kinds():
+    """Photo-mix denoise batches: every image's noise has RMS sigma_max (so t keeps its meaning), of several kinds:
+    camera noise grows with brightness, white noise does not."""
+    clean = gray_batch(n=64, size=32)
+    noise = DeviceDegrader("denoise", "cpu", seed=0, mix="photo")(clean) - clean
+    rms = noise.square().flatten(1).mean(1).sqrt()
+    assert torch.allclose(rms, torch.full_like(rms, degradations.DENOISE_SIGMA_MAX), rtol=0.03)
+    kinds = photo_mix.draw_choices(64, photo_mix.NOISE_SHARES, torch.Generator().manual_seed(0))
+    assert set(kinds.tolist()) == {0, 1, 2}
+    # the same kinds drive the batch: the white images' noise is independent across channels, the correlated not
+    channel_correlation = torch.stack([torch.corrcoef(image.flatten(1))[0, 1] for image in noise])
+    assert float(channel_correlation[kinds == 0].abs().max()) < 0.1
+    assert float(channel_correlation[kinds == 2].mean()) > 0.2  # the random mixing makes some pairs weakly tied
+
+
+@pytest.mark.parametrize("task", ["motion_deblur", "defocus_deblur"])
+def test_the_photo_mix_banks_reach_milder_blur(task):
+    """The photo mix's kernels include milder blur than the definition's mildest (a larger centre weight)."""
+    bank = {m: DeviceDegrader(task, "cpu", seed=2, kernel_bank_size=256, mix=m).kernel_bank for m in MIXES}
+    centre = {m: k[:, k.shape[1] // 2, k.shape[2] // 2] for m, k in bank.items()}
+    assert float(centre["photo"].max()) > float(centre["benchmark"].max())
+    assert torch.allclose(bank["photo"].sum(dim=(1, 2)), torch.ones(256), atol=1e-5)
+
+
+def test_an_unknown_mix_is_refused():
+    with pytest.raises(ValueError, match="unknown degradation mix 'real'"):
+        DeviceDegrader("denoise", "cpu", seed=0, mix="real")

@@ -858,3 +858,32 @@ def test_unshuffle_4_network_trains_and_is_saved(tmp_path, clean_dir, train_indi
     )
     assert json.loads((out / "unet" / "config.json").read_text())["unshuffle"] == 4
     assert_fp16_repo(out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["jpeg", "denoise", "defocus_deblur"])
+def test_photo_degradation_mix_trains_in_the_workers_and_on_the_device(tmp_path, clean_dir, train_indi, task):
+    """--degradation_mix photo: JPEG in the DataLoader workers, noise and blur on the device; recorded in the repo."""
+    out = tmp_path / task
+    train_indi.main(
+        [
+            "--task",
+            task,
+            "--train_data_dir",
+            str(clean_dir),
+            "--output_dir",
+            str(out),
+            "--degradation_mix",
+            "photo",
+            "--max_train_steps",
+            "2",
+            "--report_to",
+            "none",
+            *FAST,
+            *TINY,
+        ]
+    )
+    assert_fp16_repo(out)
+    record = info(out)
+    assert record["args"]["degradation_mix"] == "photo"
+    assert record["crop_sampler"] == ("workers" if task == "jpeg" else "device")
