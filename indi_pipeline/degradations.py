@@ -65,6 +65,7 @@ __all__ = [
     "add_gaussian_noise",
     "bicubic_downsample",
     "bicubic_upsample",
+    "sr_downsample",
     "crop_to_multiple",
     "degrade_sr4",
     "jpeg_compress",
@@ -273,6 +274,22 @@ def bicubic_upsample(
         raise ValueError(f"size must be positive, got {size}")
     y = _bicubic(x, size)
     return y.clamp_(0.0, 1.0) if clamp else y
+
+
+SR_DOWNSCALES = ("bicubic", "bilinear", "box")
+
+
+def sr_downsample(x: torch.Tensor, scale: int = SR_SCALE, method: str = "bicubic") -> torch.Tensor:
+    """A low-resolution image made another way than the sr4 definition's bicubic (``method`` in ``SR_DOWNSCALES``):
+    antialiased bilinear, or the mean of each ``scale`` x ``scale`` block (box, as many cameras bin pixels)."""
+    if method not in SR_DOWNSCALES:
+        raise ValueError(f"unknown downscale {method!r}; valid: {', '.join(SR_DOWNSCALES)}")
+    lr = bicubic_downsample(x, scale)  # also checks the image and the scale
+    if method == "bilinear":
+        lr = F.interpolate(x, size=lr.shape[-2:], mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+    elif method == "box":
+        lr = F.avg_pool2d(x, int(scale))
+    return lr
 
 
 def pipeline_input(clean: torch.Tensor, degraded: torch.Tensor, upscale_factor: int) -> torch.Tensor:

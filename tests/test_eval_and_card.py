@@ -63,6 +63,19 @@ def _evaluate(repo: Path, photos: Path, task: str, *extra: str) -> dict:
     )
 
 
+def test_sr4_downscale_box_scores_the_box_input_and_other_tasks_refuse_it(tmp_path, capsys):
+    """--downscale box: the input row is the bicubic upscale of block means; an identity model's 1 step returns it."""
+    repo, photos = _repo(tmp_path / "repo", "sr4", identity=True), _photos(tmp_path / "photos")
+    box = _evaluate(repo, photos, "sr4", "--downscale", "box")
+    bicubic = _evaluate(repo, photos, "sr4")
+    assert box["setting"] == "downscale_box" and (repo / "eval_downscale_box.json").is_file()
+    assert box["one_step"]["psnr"] == pytest.approx(box["table"][0]["psnr"], abs=1e-4)
+    assert box["table"][0]["psnr"] != pytest.approx(bicubic["table"][0]["psnr"], abs=0.01)
+    with pytest.raises(SystemExit):
+        eval_indi.parse_args(["--model", "m", "--task", "denoise", "--data_dir", "d", "--downscale", "box"])
+    assert "--downscale is for sr4" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("task", ["jpeg", "sr4"])
 def test_identity_model_one_step_equals_the_input(tmp_path, task):
     # A fresh InDINet is exactly the identity (zero layer scales and output conv): one step returns x_1 = y.

@@ -24,7 +24,15 @@ import PIL.Image
 import torch
 
 from indi_pipeline import InDIPipeline, get_task
-from indi_pipeline.degradations import crop_to_multiple, degradation_generator, degrade, pipeline_input
+from indi_pipeline.degradations import (
+    SR_DOWNSCALES,
+    bicubic_upsample,
+    crop_to_multiple,
+    degradation_generator,
+    degrade,
+    pipeline_input,
+    sr_downsample,
+)
 from indi_pipeline.machine import cpu_model, threads_text
 from indi_pipeline.metrics import high_frequency_ratio, lpips, psnr, ssim
 from indi_pipeline.tasks import TASKS
@@ -53,6 +61,13 @@ def parse_args(argv=None):
     )
     parser.add_argument("--sigma", type=float, default=None, help="denoise: noise sigma in 0-255 units (default 50).")
     parser.add_argument("--quality", type=int, default=None, help="jpeg: JPEG quality (default 10).")
+    parser.add_argument(
+        "--downscale",
+        choices=SR_DOWNSCALES,
+        default="bicubic",
+        help="sr4: how the low-resolution input is made (default bicubic, the task's definition; bilinear and box "
+        "show how the model does on images downscaled otherwise)",
+    )
     parser.add_argument("--crop", type=int, default=512, help="Crop size (0 = whole photo).")
     parser.add_argument(
         "--grid",
@@ -71,7 +86,10 @@ def parse_args(argv=None):
     parser.add_argument("--output_dir", default=None, help="Where to write (default: the model folder).")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads.")
     parser.add_argument("--device", default="cpu", help="cpu or cuda.")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.downscale != "bicubic" and args.task != "sr4":
+        parser.error(f"--downscale is for sr4 (how its low-resolution input is made), not {args.task}")
+    return args
 
 
 def crop_starts(length: int, size: int, count: int) -> list[int]:
@@ -116,7 +134,18 @@ def degradation_settings(args, task) -> tuple[dict, float, str]:
     if args.task == "jpeg":
         quality = 10 if args.quality is None else args.quality
         return {"quality": quality}, 1.0, f"q{quality}"
+    if args.task == "sr4" and args.downscale != "bicubic":
+        return {}, 1.0, f"downscale_{args.downscale}"
     return {}, 1.0, "default"
+
+
+def degraded_and_input(args, task, clean: torch.Tensor, index: int, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the degraded image scored as the input, what the pipeline is given) for photo ``index``."""
+    if task.upscale_factor > 1 and args.downscale != "bicubic":
+        low = sr_downsample(clean, task.upscale_factor, args.downscale)
+        return bicubic_upsample(low, size=tuple(clean.shape[-2:])), low
+    degraded = degrade(args.task, clean, generator=degradation_generator(args.seed + index), **kwargs)
+    return degraded, pipeline_input(clean, degraded, task.upscale_factor)
 
 
 def score(restored: torch.Tensor, clean: torch.Tensor) -> dict:
@@ -204,8 +233,7 @@ def evaluate(args) -> dict:
     for index, (name, clean) in enumerate(images):
         # the degradations' own stream: restored with manual_seed(args.seed + index), as `indi degrade` and
         # `indi restore` with one seed, never with the degradation's own noise (degradations module docstring)
-        degraded = degrade(args.task, clean, generator=degradation_generator(args.seed + index), **kwargs)
-        pipe_input = pipeline_input(clean, degraded, task.upscale_factor)
+        degraded, pipe_input = degraded_and_input(args, task, clean, index, kwargs)
         rows.setdefault("input", []).append(score(degraded, clean))
         for eps in eps_values:
             for steps in args.steps if eps == model_eps else [1]:
@@ -293,8 +321,7 @@ def sample_variation(pipe, images, args, kwargs, strength, steps, task) -> dict:
         h, w = clean.shape[-2:]
         size = min(args.variation_crop, h, w) // 4 * 4
         clean = clean[..., (h - size) // 2 : (h - size) // 2 + size, (w - size) // 2 : (w - size) // 2 + size]
-        degraded = degrade(args.task, clean, generator=degradation_generator(args.seed + index), **kwargs)
-        pipe_input = pipeline_input(clean, degraded, task.upscale_factor)
+        pipe_input = degraded_and_input(args, task, clean, index, kwargs)[1]
         batch = [pipe_input[0]] * args.variation_seeds
         generators = [torch.Generator().manual_seed(1000 + s) for s in range(args.variation_seeds)]
         samples = pipe(batch, num_inference_steps=steps, strength=strength, generator=generators, output_type="pt")

@@ -27,6 +27,7 @@ from indi_pipeline.degradations import (
     motion_blur,
     motion_kernels,
     pil_to_tensor,
+    sr_downsample,
     tensor_to_pil,
 )
 
@@ -245,6 +246,17 @@ def test_jpeg_equals_direct_pil_at_given_quality():
         ref = pil_jpeg(to_pil(x[i]), q)
         assert np.array_equal((y[i] * 255).round().permute(1, 2, 0).numpy(), ref)
     assert not torch.equal(y[0], y[1]) and (y - x).abs().mean() > 0.002
+
+
+def test_sr_downsample_box_is_block_means_bilinear_differs_and_bicubic_is_the_definition():
+    x = smooth_image(n=2)
+    assert torch.equal(sr_downsample(x, 4, "bicubic"), bicubic_downsample(x, 4))
+    box = sr_downsample(x, 4, "box")
+    assert torch.allclose(box[..., 0, 0], x[..., :4, :4].mean(dim=(-1, -2)))
+    bilinear = sr_downsample(x, 4, "bilinear")
+    assert bilinear.shape == box.shape and not torch.allclose(bilinear, bicubic_downsample(x, 4), atol=1e-4)
+    with pytest.raises(ValueError, match="unknown downscale 'lanczos'"):
+        sr_downsample(x, 4, "lanczos")
 
 
 def test_jpeg_subsampling_per_image_equals_pil_and_bad_values_are_refused():
