@@ -84,6 +84,9 @@ def test_identity_model_one_step_equals_the_input(tmp_path, task):
     assert [r["method"] for r in table] == ["bicubic" if task == "sr4" else "degraded input", "InDI", "InDI"]
     assert [r["steps"] for r in table] == [None, 1, 2]
     assert result["one_step"]["psnr"] == pytest.approx(table[0]["psnr"], abs=1e-4)
+    per_image = result["per_image_psnr"]  # for paired comparisons: one score per crop, in `images` order
+    assert len(per_image["one_step"]) == len(per_image["input"]) == len(result["images"])
+    assert np.mean(per_image["one_step"]) == pytest.approx(result["one_step"]["psnr"], abs=1e-3)
     for row in table:
         assert all(math.isfinite(row[k]) for k in ("psnr", "ssim", "lpips", "sharpness", "seconds"))
     for suffix in ("json", "md", "png"):

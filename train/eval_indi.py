@@ -285,6 +285,11 @@ def evaluate(args) -> dict:
         "model": str(args.model),
         "data_dir": str(args.data_dir),
         "images": [name for name, _ in images],
+        # per image, in `images` order: what a paired comparison of two models on the same crops needs
+        "per_image_psnr": {
+            "input": [round(r["psnr"], 4) for r in rows["input"]],
+            "one_step": [round(r["psnr"], 4) for r in rows[f"indi|{model_eps:g}|1"]],
+        },
         "crop": args.crop,
         "grid": args.grid,
         "seed": args.seed,
