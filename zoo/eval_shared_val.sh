@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Scores zoo repos on the 41 held-out shared photos (one 256 px centre crop each): every setting the zoo targets
-# name, at 1, 4 and 8 steps (the trade-off rule), CDnCNN peers beside the denoiser. Same seeds for every repo, so two
-# runs compare paired, crop by crop.
+# name, at 1, 4 and 8 steps (the trade-off rule; the settings only reported, at 1 step), CDnCNN peers beside the
+# denoiser. Same seeds for every repo, so two runs compare paired, crop by crop.
 # Usage: zoo/eval_shared_val.sh MODELS_DIR OUT_DIR [TASK ...]
 #   MODELS_DIR holds indi-<task> repos (model_cards for the bundled ones); results go to OUT_DIR/indi-<task>/.
 set -euo pipefail
@@ -16,8 +16,8 @@ for task in "${tasks[@]}"; do
   run() { python -m train.eval_indi --model "$repo" --task "$task" "${common[@]}" --output_dir "$dest" "$@"; }
   case $task in
     denoise) run --sigma 25 --peers; run --sigma 50 --peers ;;
-    jpeg) for q in 10 30 50 75; do run --quality "$q"; done ;;
-    sr4) run; run --downscale bilinear; run --downscale box ;;
+    jpeg) run --quality 10; for q in 30 50 75; do run --quality "$q" --steps 1; done ;;
+    sr4) run; run --downscale bilinear --steps 1; run --downscale box --steps 1 ;;
     *) run ;;
   esac
 done
