@@ -640,6 +640,15 @@ def test_stage_notes_say_when_a_stage_grew_its_base_network():
     assert "grown to" not in make_model_card.stage_notes(later, "motion_deblur")
 
 
+def test_the_model_index_names_the_evaluation_s_photos_by_its_data_dir():
+    assert make_model_card.evaluation_photos({"data_dir": "data/photos/val"})[1] == "debian-wallpaper-photos-val"
+    assert make_model_card.evaluation_photos({"data_dir": "data/shared_photos/val/"}) == (
+        "varied free-licensed photos",
+        "indi-shared-photos-val",
+    )
+    assert make_model_card.evaluation_photos({"data_dir": "/tmp/my_val"}) == ("the photos of /tmp/my_val", "my_val")
+
+
 def test_stage_notes_name_a_degradation_mix_other_than_the_definition():
     info = _train_info("train/train_indi.py --degradation_mix photo", 30, "cpu")
     assert make_model_card.stage_notes(info, "jpeg") == ""  # recorded before the flag: the definition

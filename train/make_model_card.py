@@ -220,10 +220,23 @@ def evaluation_crops(evaluation: dict) -> str:
     return f"{crops // grid**2} held-out photos, {grid}×{grid} crops of {evaluation['crop']} px each ({crops} crops)"
 
 
+# The Hub's model-index names each evaluation's photos: (name, type) by the evaluation's --data_dir.
+EVALUATION_PHOTOS = {
+    "data/photos/val": ("Debian wallpaper photos", "debian-wallpaper-photos-val"),
+    "data/shared_photos/val": ("varied free-licensed photos", "indi-shared-photos-val"),
+}
+
+
+def evaluation_photos(evaluation: dict) -> tuple[str, str]:
+    folder = str(evaluation.get("data_dir", "data/photos/val")).rstrip("/")
+    return EVALUATION_PHOTOS.get(folder, (f"the photos of {folder}", Path(folder).name or "photos"))
+
+
 def eval_results(evaluations: list[dict], task_id: str) -> list[EvalResult]:
     results = []
     for evaluation in evaluations:
-        dataset = f"Debian wallpaper photos, {evaluation_crops(evaluation)}"
+        name, dataset_type = evaluation_photos(evaluation)
+        dataset = f"{name}, {evaluation_crops(evaluation)}"
         for label, row in (
             ("1 step", evaluation["one_step"]),
             (f"{evaluation['recommended_steps']} steps", evaluation["recommended"]),
@@ -234,7 +247,7 @@ def eval_results(evaluations: list[dict], task_id: str) -> list[EvalResult]:
                     EvalResult(
                         task_type="image-to-image",
                         task_name=f"{task_id} ({evaluation['setting']})",
-                        dataset_type="debian-wallpaper-photos-val",
+                        dataset_type=dataset_type,
                         dataset_name=dataset,
                         metric_type=metric,
                         metric_value=round(float(value), 4),
