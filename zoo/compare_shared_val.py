@@ -130,9 +130,10 @@ def format_table(rows: list[dict], names: list[str]) -> str:
                 cells += [""] * (2 if name == names[0] else 3)
                 continue
             off = run["trade_off"]
+            # the trade-off where the evaluation ran more than 1 step: its best N's LPIPS change
+            best = f"; {off['steps']} steps −{off['lpips_reduction']:.0%} LPIPS" if off["steps"] else ""
             cells.append(
-                f"{run['one_step'][0]:.2f} / {run['one_step'][1]:.3f} (+{run['gain_over_input_db']:.2f}; "
-                f"{off['steps'] or '-'} steps −{off['lpips_reduction']:.0%} LPIPS)"
+                f"{run['one_step'][0]:.2f} / {run['one_step'][1]:.3f} ({run['gain_over_input_db']:+.2f}{best})"
             )
             goal = run["target"]
             if goal is None or goal["met"] is None:
