@@ -18,6 +18,8 @@
 # does not fine-tune, and the LPIPS weights (rm model_cards/indi-<other tasks>/unet/diffusion_pytorch_model.safetensors
 # indi_pipeline/weights/lpips_alex.safetensors; `git checkout model_cards indi_pipeline/weights` restores them), and
 # carry data/photos/train and .whl (diffusers is not installed there). Timing: MINUTES + 1 min of start-up + BENCH_SECONDS.
+# The 365 shared photos: ../shared does not travel, so carry the prepared data/shared_photos/train (about 21 MB) and
+# set ZOO_TRAIN_DATA=data/shared_photos/train; --degradation_mix photo trains on the photo mix (train/README.md).
 #
 # Fine-tuning a bundled model (ZOO_INIT_ROOT, see train_zoo.sh): what moved the defocus model +0.49 dB at 1 step on a
 # lent H100 (5 minutes, then 3 more from that output at lr 1e-4; the tree travelled at 50 MB with its weights kept):

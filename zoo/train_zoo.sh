@@ -4,6 +4,7 @@
 #          [extra train_indi.py flags...]
 # ZOO_TASKS picks a subset (default: all five); fewer processes share the GPU, so each trains faster.
 # ZOO_INIT_ROOT: fine-tune each task from DIR/indi-<task> where that repo exists (--init_from), else start afresh.
+# ZOO_TRAIN_DATA: the clean photos (default data/photos/train; data/shared_photos/train for the 365 shared photos).
 # Validation runs only when data/photos/val exists (a GPU upload may leave it out to stay under its size limit).
 # The zoo was trained with: zoo/train_zoo.sh /tmp/zoo <minutes> (see each model card for the exact run).
 set -uo pipefail
@@ -22,7 +23,7 @@ for task in $tasks; do
     && init=(--init_from "$ZOO_INIT_ROOT/indi-$task")
   # TQDM_MININTERVAL: one progress line (loss, images/s) every 30 s, not thousands of lines in the log.
   TQDM_MININTERVAL=30 python -m train.train_indi --task "$task" \
-    --train_data_dir data/photos/train "${val[@]}" "${init[@]}" \
+    --train_data_dir "${ZOO_TRAIN_DATA:-data/photos/train}" "${val[@]}" "${init[@]}" \
     --output_dir "$out/indi-$task" --resolution "${crop[$task]}" --train_batch_size 32 \
     --max_train_steps 1000000 --max_train_minutes "$minutes" --lr_warmup_steps 500 \
     --mixed_precision bf16 --channels_last --dataloader_num_workers "${ZOO_WORKERS:-${workers[$task]}}" \

@@ -19,17 +19,40 @@ pytestmark = pytest.mark.slow  # a whole zoo training session in shell
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _workspace(tmp_path: Path) -> Path:
-    """A checkout-like folder: train/, zoo/ and gpu/ (the real scripts) and data/photos/train only (no val, as in a tight upload)."""
+def _workspace(tmp_path: Path, photos: str = "data/photos/train") -> Path:
+    """A checkout-like folder: train/, zoo/ and gpu/ (the real scripts) and training photos only (no val, as in a
+    tight upload)."""
     work = tmp_path / "checkout"
-    (work / "data" / "photos" / "train").mkdir(parents=True)
+    (work / photos).mkdir(parents=True)
     for folder in ("train", "zoo", "gpu"):
         os.symlink(ROOT / folder, work / folder)
     rng = np.random.default_rng(0)
     for i in range(3):
         pixels = (rng.random((80, 80, 3)) * 255).astype(np.uint8)
-        PIL.Image.fromarray(pixels).save(work / "data" / "photos" / "train" / f"photo{i}.png")
+        PIL.Image.fromarray(pixels).save(work / photos / f"photo{i}.png")
     return work
+
+
+def test_train_zoo_takes_the_shared_photos_and_the_photo_mix(tmp_path):
+    """ZOO_TRAIN_DATA picks the training photos (the shared set a GPU session carries); flags such as
+    --degradation_mix reach every run."""
+    work = _workspace(tmp_path, "data/shared_photos/train")
+    env = dict(os.environ, ZOO_TASKS="denoise", ZOO_TRAIN_DATA="data/shared_photos/train", OMP_NUM_THREADS="1")
+    tiny = ["--resolution", "64", "--train_batch_size", "2", "--max_train_steps", "1", "--mixed_precision", "no"]
+    tiny += ["--width", "12", "--encoder_blocks", "1", "--decoder_blocks", "1", "--middle_blocks", "1"]
+    command = ["bash", str(ROOT / "zoo" / "train_zoo.sh"), str(tmp_path / "zoo"), "0.5", *tiny]
+    result = subprocess.run(
+        [*command, "--report_to", "none", "--degradation_mix", "photo"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    log = tmp_path / "zoo" / "indi-denoise.log"
+    assert result.returncode == 0, result.stdout[-2000:] + (log.read_text()[-3000:] if log.exists() else "")
+    args = json.loads((tmp_path / "zoo" / "indi-denoise" / "train_info.json").read_text())["args"]
+    assert args["train_data_dir"] == "data/shared_photos/train" and args["degradation_mix"] == "photo"
 
 
 def test_gpu_session_fine_tunes_and_packs_a_loadable_repo(tmp_path):
