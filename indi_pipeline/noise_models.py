@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .degradations import jpeg_compress
+from .degradations import _gen_device, jpeg_compress
 
 
 def _rms_scaled(x: torch.Tensor, noise: torch.Tensor, rms: torch.Tensor) -> torch.Tensor:
@@ -32,8 +32,7 @@ def _as_rms(rms, n: int) -> torch.Tensor:
 def _draw(draw, shape, generator, like: torch.Tensor) -> torch.Tensor:
     """``draw`` (torch.rand / torch.randn) on the generator's device, then on ``like``'s: the same numbers for a seed
     wherever ``x`` lives, and usable with a training device's generator."""
-    device = generator.device if generator is not None else torch.device("cpu")
-    return draw(shape, generator=generator, device=device).to(like.device)
+    return draw(shape, generator=generator, device=_gen_device(generator)).to(like.device)
 
 
 def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:

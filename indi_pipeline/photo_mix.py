@@ -29,9 +29,12 @@ import math
 
 import torch
 
-from .degradations import (
+from .degradations import (  # the draws of the definitions, so a mix draws its parameters as they do
     BLUR_NOISE_MAX,
     DENOISE_SIGMA_MAX,
+    _gen_device,
+    _rand,
+    _uniform,
     defocus_blur,
     degrade_sr4,
     disk_kernels,
@@ -71,16 +74,10 @@ PHOTO_DEFOCUS_KERNEL_SIZE = 13  # the definition's size for disks up to 6 px
 PHOTO_MOTION_LENGTH_RANGE = (3.0, 25.0)
 
 
-def _uniform(n: int, low: float, high: float, generator) -> torch.Tensor:
-    """(n,) float64 on the CPU, drawn on the generator's device."""
-    device = generator.device if generator is not None else torch.device("cpu")
-    return low + (high - low) * torch.rand(n, generator=generator, device=device, dtype=torch.float64).cpu()
-
-
 def _integers(n: int, bounds: tuple[int, int], generator) -> torch.Tensor:
     """(n,) integers uniform in ``bounds`` (both included), as float64 on the CPU."""
     low, high = bounds
-    return _uniform(n, low, high + 1, generator).floor().clamp(max=high)
+    return _uniform(n, (low, high + 1), generator).floor().clamp(max=high)
 
 
 def draw_choices(n: int, shares, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -88,7 +85,7 @@ def draw_choices(n: int, shares, generator: torch.Generator | None = None) -> to
     edges = torch.tensor(shares, dtype=torch.float64).cumsum(0)
     if not math.isclose(float(edges[-1]), 1.0, abs_tol=1e-9):
         raise ValueError(f"shares must sum to 1, got {list(shares)}")
-    return torch.bucketize(_uniform(n, 0.0, 1.0, generator), edges[:-1], right=True)
+    return torch.bucketize(_rand(n, generator), edges[:-1], right=True)
 
 
 def photo_noise(
@@ -102,8 +99,7 @@ def photo_noise(
     expectation; the camera and correlated kinds are scaled to exactly ``rms``."""
     n = x.shape[0]
     kinds = draw_choices(n, NOISE_SHARES, generator) if choices is None else choices.cpu()
-    device = generator.device if generator is not None else torch.device("cpu")
-    y = x + rms * torch.randn(x.shape, generator=generator, device=device, dtype=torch.float32).to(x)
+    y = x + rms * torch.randn(x.shape, generator=generator, device=_gen_device(generator), dtype=torch.float32).to(x)
     for index, add_noise in ((1, camera_noise), (2, correlated_noise)):
         chosen = (kinds == index).nonzero().flatten()
         if len(chosen):
@@ -116,8 +112,8 @@ def photo_jpeg(x: torch.Tensor, generator: torch.Generator | None = None) -> tor
     a share saved once before (at ``PHOTO_JPEG_FIRST_QUALITY_RANGE``, 4:2:0)."""
     n = x.shape[0]
     quality = _integers(n, PHOTO_JPEG_QUALITY_RANGE, generator)
-    chroma = torch.where(_uniform(n, 0.0, 1.0, generator) < PHOTO_JPEG_444_SHARE, 0, 2)
-    twice = (_uniform(n, 0.0, 1.0, generator) < PHOTO_JPEG_DOUBLE_SHARE).nonzero().flatten()
+    chroma = torch.where(_rand(n, generator) < PHOTO_JPEG_444_SHARE, 0, 2)
+    twice = (_rand(n, generator) < PHOTO_JPEG_DOUBLE_SHARE).nonzero().flatten()
     first = _integers(n, PHOTO_JPEG_FIRST_QUALITY_RANGE, generator)
     if len(twice):
         x = x.clone()
@@ -139,9 +135,9 @@ def gaussian_kernels(sigma, size: int) -> torch.Tensor:
 def photo_defocus_kernels(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """(n, 13, 13) defocus kernels of the photo mix: disks of radius ``PHOTO_DEFOCUS_RADIUS_RANGE`` and, for a share,
     Gaussians of std ``PHOTO_DEFOCUS_GAUSSIAN_SIGMA_RANGE``."""
-    radius = _uniform(n, *PHOTO_DEFOCUS_RADIUS_RANGE, generator)
-    sigma = _uniform(n, *PHOTO_DEFOCUS_GAUSSIAN_SIGMA_RANGE, generator)
-    gaussian = _uniform(n, 0.0, 1.0, generator) < PHOTO_DEFOCUS_GAUSSIAN_SHARE
+    radius = _uniform(n, PHOTO_DEFOCUS_RADIUS_RANGE, generator)
+    sigma = _uniform(n, PHOTO_DEFOCUS_GAUSSIAN_SIGMA_RANGE, generator)
+    gaussian = _rand(n, generator) < PHOTO_DEFOCUS_GAUSSIAN_SHARE
     kernels = disk_kernels(radius, size=PHOTO_DEFOCUS_KERNEL_SIZE)
     if bool(gaussian.any()):
         kernels[gaussian] = gaussian_kernels(sigma[gaussian], PHOTO_DEFOCUS_KERNEL_SIZE)
