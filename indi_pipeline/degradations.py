@@ -236,6 +236,12 @@ def bicubic_downsample(
     ``clamp`` clips to [0, 1] like PIL's 8-bit output.  H and W must be divisible by ``scale``
     (ValueError otherwise; see :func:`crop_to_multiple`). ``check_finite``: as for the task functions.
     """
+    y = _bicubic(x, _low_resolution_size(x, scale, check_finite))
+    return y.clamp_(0.0, 1.0) if clamp else y
+
+
+def _low_resolution_size(x: torch.Tensor, scale, check_finite: bool = True) -> tuple[int, int]:
+    """(H // scale, W // scale) of an image whose sides ``scale`` divides (ValueError otherwise)."""
     _check_image(x, check_finite=check_finite)
     if int(scale) != scale or scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale!r}")
@@ -246,8 +252,7 @@ def bicubic_downsample(
             f"image size {h}x{w} (HxW) is not divisible by the scale {scale}; "
             f"crop it first, e.g. crop_to_multiple(x, {scale}) -> {h - h % scale}x{w - w % scale}"
         )
-    y = _bicubic(x, (h // scale, w // scale))
-    return y.clamp_(0.0, 1.0) if clamp else y
+    return h // scale, w // scale
 
 
 def bicubic_upsample(
@@ -284,12 +289,12 @@ def sr_downsample(x: torch.Tensor, scale: int = SR_SCALE, method: str = "bicubic
     antialiased bilinear, or the mean of each ``scale`` x ``scale`` block (box, as many cameras bin pixels)."""
     if method not in SR_DOWNSCALES:
         raise ValueError(f"unknown downscale {method!r}; valid: {', '.join(SR_DOWNSCALES)}")
-    lr = bicubic_downsample(x, scale)  # also checks the image and the scale
+    if method == "bicubic":
+        return bicubic_downsample(x, scale)
+    size = _low_resolution_size(x, scale)
     if method == "bilinear":
-        lr = F.interpolate(x, size=lr.shape[-2:], mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
-    elif method == "box":
-        lr = F.avg_pool2d(x, int(scale))
-    return lr
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+    return F.avg_pool2d(x, int(scale))
 
 
 def pipeline_input(clean: torch.Tensor, degraded: torch.Tensor, upscale_factor: int) -> torch.Tensor:
