@@ -18,6 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from train.eval_indi import recommend_steps
+from train.make_model_card import TRADE_OFF_LPIPS_REDUCTION
+
 # Issue 25's targets at 1 step: a gain over the input in dB, or a peer to meet (the method's row in the same JSON).
 TARGETS = {
     ("denoise", "sigma25"): ("peer", "CDnCNN-S (sigma 25 only)"),
@@ -27,8 +30,6 @@ TARGETS = {
     ("defocus_deblur", "default"): ("gain", 3.0),
     ("motion_deblur", "default"): ("gain", 2.5),
 }
-TRADE_OFF_LPIPS = 0.10  # some N > 1 lowers LPIPS by this fraction of 1 step's ...
-TRADE_OFF_DB = 1.0  # ... within this many dB of 1 step's PSNR
 
 
 def load_run(folder: Path) -> dict:
@@ -40,22 +41,16 @@ def load_run(folder: Path) -> dict:
     return results
 
 
-def indi_rows(result: dict) -> list[dict]:
-    return [r for r in result["table"] if r["method"] == "InDI" and r["eps"] == result["model_eps"]]
-
-
 def trade_off(result: dict) -> dict:
-    """The best N > 1 under the trade-off rule: the largest LPIPS reduction within 1 dB of 1 step."""
-    rows = indi_rows(result)
-    one = next(r for r in rows if r["steps"] == 1)
-    within = [r for r in rows if r["steps"] > 1 and r["psnr"] >= one["psnr"] - TRADE_OFF_DB]
-    best = min(within, key=lambda r: r["lpips"]) if within else None
-    reduction = 1 - best["lpips"] / one["lpips"] if best else 0.0
+    """The trade-off rule on the evaluation's table, as the evaluation and the cards judge it: the lowest LPIPS within
+    1 dB of 1 step (``steps`` None where that is 1 step itself)."""
+    one, best = recommend_steps(result["table"], result["model_eps"])
+    reduction = 1 - best["lpips"] / one["lpips"]
     return {
-        "steps": best["steps"] if best else None,
+        "steps": best["steps"] if best["steps"] > 1 else None,
         "lpips_reduction": reduction,
-        "psnr_drop": one["psnr"] - best["psnr"] if best else 0.0,
-        "met": reduction >= TRADE_OFF_LPIPS,
+        "psnr_drop": one["psnr"] - best["psnr"],
+        "met": reduction >= TRADE_OFF_LPIPS_REDUCTION,
     }
 
 
