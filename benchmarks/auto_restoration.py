@@ -33,7 +33,7 @@ from benchmarks.timing import write_results
 from indi_pipeline.acceleration import optimize_for_inference
 from indi_pipeline.auto_restore import CHAIN_ORDER, load_pipelines, restore_auto, run_chain
 from indi_pipeline.degradations import degradation_generator
-from indi_pipeline.machine import cpu_model, threads_text
+from indi_pipeline.machine import machine_line
 from train.eval_indi import load_clean_images
 
 # The targets of the issue that asked for this benchmark.
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
         raise SystemExit("error: no bundled model repo has a start estimator")
     crops = load_clean_images(args.data_dir, args.crop, 16, args.max_images)
     result = {
-        "machine": f"{cpu_model()}, {threads_text(args.threads)}, torch {torch.__version__}",
+        "machine": machine_line(args.threads),
         "data_dir": args.data_dir,
         "crop": args.crop,
         "photos": [name for name, _ in crops],

@@ -31,7 +31,7 @@ from indi_pipeline.acceleration import optimize_for_inference
 from indi_pipeline.degradations import blur, defocus_blur, degradation_generator, jpeg_compress, motion_blur
 from indi_pipeline.image_io import tensor_to_output
 from indi_pipeline.jpeg_quality import ijg_tables
-from indi_pipeline.machine import cpu_model, threads_text
+from indi_pipeline.machine import machine_line
 from indi_pipeline.metrics import lpips, psnr
 from indi_pipeline.noise_models import camera_noise, jpeg_after
 from indi_pipeline.tasks import TASKS
@@ -238,7 +238,7 @@ def main(argv=None) -> int:
     if skipped:
         print(f"no estimator bundled for {', '.join(skipped)}: skipped")
     results = {
-        "machine": f"{cpu_model()}, {threads_text(args.threads)}, torch {torch.__version__}",
+        "machine": machine_line(args.threads),
         "data_dir": args.data_dir,
         "crops": len(crops),
         "crop": args.crop,

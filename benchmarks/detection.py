@@ -22,7 +22,7 @@ from benchmarks.blind_restoration import as_jpeg_file
 from benchmarks.timing import write_results
 from indi_pipeline.auto_restore import BLUR_TASKS, CHAIN_ORDER, NAMES, chain_for, detect, load_estimators
 from indi_pipeline.degradations import defocus_blur, degradation_generator, jpeg_compress, motion_blur
-from indi_pipeline.machine import cpu_model, threads_text
+from indi_pipeline.machine import machine_line
 from indi_pipeline.tasks import get_task
 from train.data import load_clean_folder
 
@@ -201,7 +201,7 @@ def main(argv=None) -> int:
             write_results({"photos": len(photos), "first_image": args.first_image, "blur_choice": counts}, args.json)
         return 0
     result = {
-        "machine": f"{cpu_model()}, {threads_text(args.threads)}, torch {torch.__version__}",
+        "machine": machine_line(args.threads),
         "data_dir": args.data_dir,
         **run(photos, estimators),
     }

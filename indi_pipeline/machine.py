@@ -26,6 +26,13 @@ def threads_text(count: int) -> str:
     return f"{count} thread" + ("" if count == 1 else "s")
 
 
+def machine_line(threads: int) -> str:
+    """'AMD EPYC, 1 thread, torch 2.13.0+cpu': the machine line of a CPU benchmark's JSON."""
+    import torch  # here, not at the top: the module stays free of torch at import time
+
+    return f"{cpu_model()}, {threads_text(threads)}, torch {torch.__version__}"
+
+
 def load_average() -> list[float] | None:
     """1, 5 and 15 minute load averages (other work on the machine slows the timings down)."""
     return [round(value, 2) for value in os.getloadavg()] if hasattr(os, "getloadavg") else None

@@ -18,7 +18,7 @@ import torch
 
 from indi_pipeline import InDIPipeline, get_task
 from indi_pipeline.degradations import degradation_generator, degrade, pipeline_input
-from indi_pipeline.machine import cpu_model, threads_text
+from indi_pipeline.machine import machine_line
 from indi_pipeline.metrics import lpips, psnr
 from train.eval_indi import load_clean_images, restore
 
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
         raise SystemExit("error: no model repos to gate")
     gated = [gate_repo(repo, args.data_dir, args.crop, args.max_images, args.seed) for repo in repos]
     results = {
-        "machine": f"{cpu_model()}, {threads_text(args.threads)}, torch {torch.__version__}",
+        "machine": machine_line(args.threads),
         "data_dir": args.data_dir,
         "crop": args.crop,
         "crops": gated[0]["crops"],
