@@ -640,6 +640,25 @@ def test_stage_notes_say_when_a_stage_grew_its_base_network():
     assert "grown to" not in make_model_card.stage_notes(later, "motion_deblur")
 
 
+def test_trained_on_names_the_photo_mix_stages_and_their_failure_cases():
+    definition, photo = {"args": {}}, {"args": {"degradation_mix": "photo"}}
+    # Only the definition: the card says what it always said.
+    assert make_model_card.trained_on_text("jpeg", [definition]) == make_model_card.TRAINING_DEGRADATION["jpeg"]
+    assert make_model_card.fails_on_text("jpeg", [definition]) == make_model_card.FAILS_ON["jpeg"]
+    text = make_model_card.trained_on_text("jpeg", [definition, definition, photo])
+    assert text.startswith("stages 1–2: PIL JPEG compression at a random quality in [10, 50]")
+    assert text.endswith("stage 3 (photo mix): PIL JPEG at a random quality in [10, 90], 4:2:0 or 4:4:4 chroma, "
+                         "25% of the images saved twice")  # fmt: skip
+    assert "quality below 10, more than two saves" in make_model_card.fails_on_text("jpeg", [definition, photo])
+    # Every stage on the mix: no stage list; sr4's mix is its definition, so nothing changes.
+    assert make_model_card.trained_on_text("defocus_deblur", [photo]).startswith("disk blur of radius 0.5–6 px or")
+    sr4 = make_model_card.trained_on_text("sr4", [definition, photo])
+    assert sr4 == make_model_card.TRAINING_DEGRADATION["sr4"]
+    # A mix stage followed by a definition stage: the failure cases are the definition's again.
+    assert make_model_card.fails_on_text("jpeg", [photo, definition]) == make_model_card.FAILS_ON["jpeg"]
+    assert make_model_card.trained_on_text("motion_deblur", [photo, definition, photo]).startswith("stage 2: ")
+
+
 def test_the_model_index_names_the_evaluation_s_photos_by_its_data_dir():
     assert make_model_card.evaluation_photos({"data_dir": "data/photos/val"})[1] == "debian-wallpaper-photos-val"
     assert make_model_card.evaluation_photos({"data_dir": "data/shared_photos/val/"}) == (

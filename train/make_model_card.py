@@ -21,6 +21,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from indi_pipeline import photo_mix
 from indi_pipeline.machine import threads_text
 from indi_pipeline.network import InDINet
 from indi_pipeline.tasks import get_task
@@ -39,6 +40,47 @@ TRAINING_DEGRADATION = {
     "defocus_deblur": "antialiased disk (pillbox) blur of radius 1–6 px plus Gaussian noise σ ≤ 2/255",
 }
 
+
+def _range(bounds, unit: str = "") -> str:
+    low, high = bounds
+    return f"{low:g}–{high:g}{unit}"
+
+
+# What `--degradation_mix photo` trains on instead (indi_pipeline/photo_mix.py), from its own constants.
+PHOTO_MIX_DEGRADATION = {
+    "denoise": "noise of RMS σ = 50/255 per image, white Gaussian, camera (shot + read noise in linear light) or "
+    "correlated across channels",
+    "sr4": TRAINING_DEGRADATION["sr4"],
+    "jpeg": f"PIL JPEG at a random quality in [{_range(photo_mix.PHOTO_JPEG_QUALITY_RANGE).replace('–', ', ')}], "
+    f"4:2:0 or 4:4:4 chroma, {photo_mix.PHOTO_JPEG_DOUBLE_SHARE:.0%} of the images saved twice",
+    "motion_deblur": f"synthetic camera shake {_range(photo_mix.PHOTO_MOTION_LENGTH_RANGE, ' px')} long, plus "
+    "Gaussian noise σ ≤ 2/255",
+    "defocus_deblur": f"disk blur of radius {_range(photo_mix.PHOTO_DEFOCUS_RADIUS_RANGE, ' px')} or, for "
+    f"{photo_mix.PHOTO_DEFOCUS_GAUSSIAN_SHARE:.0%} of the images, Gaussian blur of σ "
+    f"{_range(photo_mix.PHOTO_DEFOCUS_GAUSSIAN_SIGMA_RANGE, ' px')}, plus Gaussian noise σ ≤ 2/255",
+}
+
+
+def trained_on_text(task_id: str, stages: list[dict]) -> str:
+    """The degradations the stages trained on: the task's definition, the photo mix, or which stages had which."""
+    photo = [n for n, s in enumerate(stages, 1) if s["args"].get("degradation_mix", "benchmark") == "photo"]
+    if not photo or PHOTO_MIX_DEGRADATION[task_id] == TRAINING_DEGRADATION[task_id]:
+        return TRAINING_DEGRADATION[task_id]
+    if len(photo) == len(stages):
+        return PHOTO_MIX_DEGRADATION[task_id]
+    other = [n for n in range(1, len(stages) + 1) if n not in photo]
+
+    def named(numbers: list[int]) -> str:
+        if len(numbers) == 1:
+            return f"stage {numbers[0]}"
+        contiguous = numbers == list(range(numbers[0], numbers[-1] + 1))
+        return f"stages {numbers[0]}–{numbers[-1]}" if contiguous else "stages " + ", ".join(map(str, numbers))
+
+    return (
+        f"{named(other)}: {TRAINING_DEGRADATION[task_id]}; {named(photo)} (photo mix): {PHOTO_MIX_DEGRADATION[task_id]}"
+    )
+
+
 FAILS_ON = {
     "denoise": "real camera noise (signal-dependent, spatially correlated, demosaicked), noise above σ = 50/255, "
     "and JPEG-compressed noisy images",
@@ -49,6 +91,21 @@ FAILS_ON = {
     "saturated highlights",
     "defocus_deblur": "radius above 6 px, depth-varying defocus (only one radius per image was seen) and strong noise",
 }
+
+# What a photo-mix model saw that the definition's did not: its failure cases shrink accordingly.
+FAILS_ON_PHOTO_MIX = {
+    "denoise": "noise above σ = 50/255, real sensor noise after demosaicking and denoising in the camera, and "
+    "JPEG-compressed noisy images",
+    "jpeg": "quality below 10, more than two saves, and other codecs (WebP, HEIC)",
+}
+
+
+def fails_on_text(task_id: str, stages: list[dict]) -> str:
+    """Where the model is expected to fail, for what its last stage trained on."""
+    if stages and stages[-1]["args"].get("degradation_mix", "benchmark") == "photo":
+        return FAILS_ON_PHOTO_MIX.get(task_id, FAILS_ON[task_id])
+    return FAILS_ON[task_id]
+
 
 # The project's quality floors (the zoo issue): 1-step PSNR gain over the degraded input, per evaluation setting.
 # Every card says whether its model meets them, so a model that misses one is shipped knowingly, never silently.
@@ -858,8 +915,8 @@ def build_card(folder: Path, hub_org: str | None) -> ModelCard:
         "",
         "## What it does and does not do",
         "",
-        f"- Trained on: {TRAINING_DEGRADATION[task.task_id]}.",
-        f"- Expect it to fail on: {FAILS_ON[task.task_id]}.",
+        f"- Trained on: {trained_on_text(task.task_id, stages)}.",
+        f"- Expect it to fail on: {fails_on_text(task.task_id, stages)}.",
         *(
             floors
             or [
