@@ -84,7 +84,7 @@ def paired(before: dict, after: dict) -> dict:
 
 
 def peers(result: dict) -> dict:
-    return {r["method"]: [r["psnr"], r["lpips"]] for r in result["table"] if r["method"].startswith("CDnCNN")}
+    return {r["method"]: [r["psnr"], r["lpips"]] for r in result["table"] if r["method"].startswith(("CDnCNN", "BM3D"))}
 
 
 def compare(runs: dict[str, dict]) -> list[dict]:

@@ -63,6 +63,9 @@ def test_the_trade_off_rule_and_a_peer_target_read_from_the_table(sr4_result):
     result["table"].append({"method": "CDnCNN-S (sigma 25 only)", "psnr": one["psnr"] + 0.25, "lpips": 0.1})
     goal = compare_shared_val.target(result)
     assert goal["met"] is False and goal["margin_db"] == pytest.approx(-0.25)
+    # Every peer in the run is reported beside the model (BM3D where the optional package was installed).
+    result["table"].append({"method": "BM3D (true sigma)", "psnr": one["psnr"] - 0.1, "lpips": 0.2})
+    assert list(compare_shared_val.peers(result)) == ["CDnCNN-S (sigma 25 only)", "BM3D (true sigma)"]
 
 
 def test_runs_on_different_crops_are_refused(tmp_path, sr4_result):
