@@ -104,7 +104,7 @@ TASKS: dict[str, Task] = {
         Task(
             "jpeg",
             "JPEG artifact removal",
-            "Removes blocking and ringing from JPEG-compressed images (quality 10-50).",
+            "Removes blocking and ringing from JPEG-compressed images.",
             default_steps=8,
             eps=0.02,
         ),
