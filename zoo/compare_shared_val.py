@@ -104,7 +104,10 @@ def compare(runs: dict[str, dict]) -> list[dict]:
                 "trade_off": trade_off(result),
                 "paired_vs_first": paired(first[key], result) if name != names[0] else None,
             }
-        row["peers"] = peers(first[key])
+        row["peers"] = {}  # the same seeds in every run: a peer scored in any of them (BM3D only where installed)
+        for name in names:
+            if key in runs[name]:
+                row["peers"] = {**peers(runs[name][key]), **row["peers"]}
         rows.append(row)
     return rows
 
