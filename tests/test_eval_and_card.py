@@ -648,7 +648,7 @@ def test_trained_on_names_the_photo_mix_stages_and_their_failure_cases():
     text = make_model_card.trained_on_text("jpeg", [definition, definition, photo])
     assert text.startswith("stages 1–2: PIL JPEG compression at a random quality in [10, 50]")
     assert text.endswith("stage 3 (photo mix): PIL JPEG at a random quality in [10, 90], 4:2:0 or 4:4:4 chroma, "
-                         "25% of the images saved twice")  # fmt: skip
+                         "25 % of the images saved twice")  # fmt: skip
     assert "quality below 10, more than two saves" in make_model_card.fails_on_text("jpeg", [definition, photo])
     # Every stage on the mix: no stage list; sr4's mix is its definition, so nothing changes.
     assert make_model_card.trained_on_text("defocus_deblur", [photo]).startswith("disk blur of radius 0.5–6 px or")

@@ -52,11 +52,11 @@ PHOTO_MIX_DEGRADATION = {
     "correlated across channels",
     "sr4": TRAINING_DEGRADATION["sr4"],
     "jpeg": f"PIL JPEG at a random quality in [{_range(photo_mix.PHOTO_JPEG_QUALITY_RANGE).replace('–', ', ')}], "
-    f"4:2:0 or 4:4:4 chroma, {photo_mix.PHOTO_JPEG_DOUBLE_SHARE:.0%} of the images saved twice",
+    f"4:2:0 or 4:4:4 chroma, {100 * photo_mix.PHOTO_JPEG_DOUBLE_SHARE:.0f} % of the images saved twice",
     "motion_deblur": f"synthetic camera shake {_range(photo_mix.PHOTO_MOTION_LENGTH_RANGE, ' px')} long, plus "
     "Gaussian noise σ ≤ 2/255",
     "defocus_deblur": f"disk blur of radius {_range(photo_mix.PHOTO_DEFOCUS_RADIUS_RANGE, ' px')} or, for "
-    f"{photo_mix.PHOTO_DEFOCUS_GAUSSIAN_SHARE:.0%} of the images, Gaussian blur of σ "
+    f"{100 * photo_mix.PHOTO_DEFOCUS_GAUSSIAN_SHARE:.0f} % of the images, Gaussian blur of σ "
     f"{_range(photo_mix.PHOTO_DEFOCUS_GAUSSIAN_SIGMA_RANGE, ' px')}, plus Gaussian noise σ ≤ 2/255",
 }
 
