@@ -70,10 +70,13 @@ def target(result: dict) -> dict | None:
     return {"target": f"≥ {value}", "margin_db": one - peer["psnr"], "met": one >= peer["psnr"]}
 
 
-def paired(before: dict, after: dict) -> dict:
-    """after - before at 1 step, crop by crop (the runs must have scored the same crops)."""
+def paired(before: dict, after: dict) -> dict | None:
+    """after - before at 1 step, crop by crop (the runs must have scored the same crops); None where an evaluation
+    predates per-crop PSNR (some committed card evaluations), so only its means compare."""
     if before["images"] != after["images"] or before["seed"] != after["seed"]:
         raise ValueError(f"{after['task']} {after['setting']}: the runs scored different crops or seeds")
+    if "per_image_psnr" not in before or "per_image_psnr" not in after:
+        return None
     gain = np.subtract(after["per_image_psnr"]["one_step"], before["per_image_psnr"]["one_step"])
     return {
         "mean_db": float(gain.mean()),
@@ -140,6 +143,9 @@ def format_table(rows: list[dict], names: list[str]) -> str:
                 cells.append(f"{'met' if goal['met'] else '**missed**'} ({goal['margin_db']:+.2f} dB)")
             if name != names[0]:
                 p = run["paired_vs_first"]
+                if p is None:
+                    cells.append("not paired (no per-crop PSNR)")
+                    continue
                 se = f" ± {p['standard_error_db']:.3f}" if p["standard_error_db"] is not None else ""
                 cells.append(f"{p['mean_db']:+.3f}{se} ({p['crops_better']}/{p['crops']} crops up)")
         cells.append("; ".join(f"{m} {v[0]:.2f} / {v[1]:.3f}" for m, v in row["peers"].items()))

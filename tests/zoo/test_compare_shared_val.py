@@ -75,3 +75,17 @@ def test_runs_on_different_crops_are_refused(tmp_path, sr4_result):
         compare_shared_val.paired(sr4_result, other)
     with pytest.raises(SystemExit):
         compare_shared_val.main(["--run", f"x={tmp_path / 'missing'}"])
+
+
+def test_an_evaluation_without_per_crop_psnr_compares_by_its_means_only(tmp_path, sr4_result):
+    """Older card evaluations lack per-crop PSNR: the table says so instead of failing on the missing key."""
+    older = copy.deepcopy(sr4_result)
+    del older["per_image_psnr"]
+    assert compare_shared_val.paired(older, sr4_result) is None
+    runs = {
+        "card": compare_shared_val.load_run(write_run(tmp_path / "a", older)),
+        "new": compare_shared_val.load_run(write_run(tmp_path / "b", sr4_result)),
+    }
+    (row,) = compare_shared_val.compare(runs)
+    assert row["runs"]["new"]["paired_vs_first"] is None
+    assert "not paired (no per-crop PSNR)" in compare_shared_val.format_table([row], ["card", "new"])
