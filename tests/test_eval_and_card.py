@@ -129,10 +129,10 @@ def test_model_card_is_generated_from_the_evaluation(tmp_path):
     # An untrained tiny model is far below the +0.7 dB JPEG q10 floor: the card says so, with the shortfall.
     miss = 0.7 - result["gain_over_input_db_one_step"]
     assert (
-        f"floor for q10 is +0.7 dB at 1 step; this model ({result['gain_over_input_db_one_step']:+.2f} dB) "
-        f"**misses it by {miss:.2f} dB**" in card.text
+        f"Quality floor for q10: +0.7 dB over the input at 1 step; this model gains "
+        f"{result['gain_over_input_db_one_step']:+.2f} dB and **misses it by {miss:.2f} dB**" in card.text
     )
-    assert f"Below the project's quality floor (q10 by {miss:.2f} dB)" in card.text
+    assert f"Below the quality floor (q10 by {miss:.2f} dB)" in card.text
 
 
 def test_model_card_details_come_from_the_repo_files(tmp_path):
@@ -338,7 +338,8 @@ def test_loss_text_names_every_training_loss():
 
 
 def test_spacing_text_follows_the_scheduler_config():
-    assert make_model_card.spacing_text({"timestep_spacing": "uniform"}) == "Inference steps are equally spaced in t."
+    # Equal steps are InDIScheduler's default: the card says nothing; another spacing is stated with its formula.
+    assert make_model_card.spacing_text({"timestep_spacing": "uniform"}) == ""
     power = make_model_card.spacing_text({"timestep_spacing": "power", "spacing_power": 2.0})
     assert power.startswith("Inference steps are spaced t_i = (1 - i/N)^2, closer together near t = 0")
 
@@ -350,7 +351,10 @@ def test_trade_off_sentence_says_whether_the_rule_is_met():
     better = make_model_card.trade_off_sentence(
         {**base, "psnr_drop_vs_one_step": -0.37, "lpips_reduction_vs_one_step": 0.012}
     )
-    assert "LPIPS 1.2 % lower than 1 step, PSNR 0.37 dB higher." in better and better.endswith("is not met.")
+    assert (
+        better
+        == "Recommended 8 steps: LPIPS 1.2 % lower than 1 step, PSNR 0.37 dB higher; the trade-off rule is not met."
+    )
     one = make_model_card.trade_off_sentence(
         {"recommended_steps": 1, "psnr_drop_vs_one_step": 0.0, "lpips_reduction_vs_one_step": 0.0}
     )
@@ -374,30 +378,30 @@ def test_trade_off_sentence_judges_by_the_floor_check_s_draws_at_the_recommended
             "psnr_drop_db_mean": drop,
         }
 
+    # Judged by the draws' mean (13.7 %), not the table's draw (9.8 %, which the table beside it shows).
     met = make_model_card.trade_off_sentence(edge, draws(0.137, 0.012))
-    assert met.startswith(
-        "Recommended 8 steps: LPIPS 9.8 % lower than 1 step, PSNR 0.63 dB lower on the table's draw; "
-        "over 8 disjoint draws of 32 crops (`floor_check.json`), LPIPS 13.7 ± 1.2 % lower (mean ± "
-        "standard error), PSNR 0.64 dB lower."
+    assert met == (
+        "Recommended 8 steps, mean ± s.e. over 8 draws (`floor_check.json`): LPIPS 13.7 ± 1.2 % lower than 1 step, "
+        "PSNR 0.64 dB lower; the trade-off rule is met."
     )
-    assert met.endswith("is met, judged by the mean over the draws.")
     assert make_model_card.trade_off_sentence(edge, draws(0.105, 0.01)).endswith(
-        "is met only within the noise: 10 % lies within two standard errors of the mean."
+        "LPIPS 10.5 ± 1.0 % lower than 1 step, PSNR 0.64 dB lower; the trade-off rule is met only within the noise: "
+        "10 % lies within two standard errors of the mean."
     )
     assert make_model_card.trade_off_sentence(edge, draws(0.06, 0.01)).endswith(
-        "is not met, judged by the mean over the draws."
+        "over 8 draws (`floor_check.json`): LPIPS 6.0 ± 1.0 % lower than 1 step, PSNR 0.64 dB lower; the trade-off "
+        "rule is not met."
     )
     assert make_model_card.trade_off_sentence(edge, draws(0.2, 0.01, drop=1.2)).endswith(
-        "is not met, judged by the mean over the draws."
+        "LPIPS 20.0 ± 1.0 % lower than 1 step, PSNR 1.20 dB lower; the trade-off rule is not met."
     )
     # draws at another step count, or of another setting, leave the table's verdict
-    assert make_model_card.trade_off_sentence(edge, draws(0.137, 0.012, steps=4)).endswith(
-        "0.63 dB lower. The project's trade-off rule is not met."
+    assert make_model_card.trade_off_sentence(edge, draws(0.137, 0.012, steps=4)) == (
+        "Recommended 8 steps: LPIPS 9.8 % lower than 1 step, PSNR 0.63 dB lower; the trade-off rule is not met."
     )
     # The card states the rule once, above its evaluations.
     assert make_model_card.TRADE_OFF_RULE == (
-        "The project's trade-off rule: some step count above 1 lowers LPIPS by at least 10 % with PSNR within 1 dB of "
-        "1 step."
+        "Trade-off rule: some N > 1 steps lower LPIPS by at least 10 % from 1 step, PSNR within 1 dB."
     )
     assert make_model_card.trade_off_sentence({**edge, "setting": "q30"}, draws(0.137, 0.012)).endswith("is not met.")
 
@@ -411,8 +415,11 @@ def test_floor_sentences_say_met_or_missed_per_setting():
     ]  # no floor for this setting
     sentences = make_model_card.floor_sentences(evaluations, "denoise")
     assert len(sentences) == 2
-    assert sentences[0].endswith("this model (+14.50 dB) meets it.")
-    assert "sigma25 is +11.0 dB" in sentences[1] and "misses it by 1.00 dB" in sentences[1]
+    assert (
+        sentences[0]
+        == "- Quality floor for sigma50: +14.0 dB over the input at 1 step; this model gains +14.50 dB and meets it."
+    )
+    assert "for sigma25: +11.0 dB" in sentences[1] and "misses it by 1.00 dB" in sentences[1]
     assert make_model_card.floor_limitations(evaluations[:1], "denoise") == []
     assert "sigma25 by 1.00 dB" in make_model_card.floor_limitations(evaluations, "denoise")[0]
     # A task with one setting ("default") names no setting.
@@ -425,12 +432,12 @@ def test_floor_sentences_say_met_or_missed_per_setting():
         }
     ]
     assert make_model_card.floor_sentences(motion, "motion_deblur") == [
-        "- The project's quality floor is +3.0 dB at 1 step; this model (+1.25 dB) **misses it by 1.75 dB** "
+        "- Quality floor: +3.0 dB over the input at 1 step; this model gains +1.25 dB and **misses it by 1.75 dB** "
         "(see Limitations)."
     ]
     assert make_model_card.floor_limitations(motion, "motion_deblur")[0].startswith(
-        "- Below the project's quality floor (by 1.75 dB): it is published because it beats the input on PSNR and "
-        "LPIPS at once at 1 step (`eval_default.json`)"
+        "- Below the quality floor (by 1.75 dB): published because it beats the input on PSNR and LPIPS at once at 1 "
+        "step (`eval_default.json`)"
     )
 
 
@@ -465,32 +472,34 @@ def test_floor_sentences_judge_the_floor_by_the_floor_check_s_mean_and_standard_
         )
 
     within, limits = sentences(2.06, 0.13)
+    # The gain is the draws' mean ± s.e.; the table's draw (+1.69 dB) is the table's to show.
     assert within[0].startswith(
-        "- The project's quality floor is +2.0 dB at 1 step. This model gains +1.69 dB on the "
-        "table's draw and +2.06 ± 0.13 dB (mean ± s.e. over 8 draws of 32 crops, `floor_check.json`): "
+        "- Quality floor: +2.0 dB over the input at 1 step; this model gains +2.06 ± 0.13 dB (mean ± s.e. over 8 "
+        "draws of 32 crops, `floor_check.json`) and "
     )
-    assert "at the floor only within the noise" in within[0]
+    assert "at the floor only within the noise" in within[0] and "+1.69" not in within[0]
     assert limits == [
-        "- At the project's quality floor only within the noise of the evaluation (+2.06 ± 0.13 dB "
-        "against +2.0 dB): it is published because it beats the input on PSNR and LPIPS at once at 1 "
-        "step (`eval_default.json`), until a longer training run clears the floor by more than the noise."
+        "- At the quality floor only within the noise of the evaluation (+2.06 ± 0.13 dB against +2.0 dB): published "
+        "because it beats the input on PSNR and LPIPS at once at 1 step (`eval_default.json`), until a longer "
+        "training run clears the floor by more than the noise."
     ]
     # One draw below the floor does not decide when the mean is clearly above it.
     met, limits = sentences(2.40, 0.13)
-    assert met[0].endswith(": it meets the floor.") and limits == []
+    assert met[0].endswith("+2.40 ± 0.13 dB (mean ± s.e. over 8 draws of 32 crops, `floor_check.json`) and meets it.")
+    assert limits == []
     missed, limits = sentences(1.10, 0.07)
-    assert "**it misses the floor by 0.90 dB**" in missed[0]
-    assert limits[0].startswith("- Below the project's quality floor (by 0.90 dB): it is published because")
+    assert "**misses it by 0.90 dB**" in missed[0]
+    assert limits[0].startswith("- Below the quality floor (by 0.90 dB): published because")
     # A floor check of another setting leaves the single-draw verdict; one set (no standard error) has no noise band.
     other, _ = sentences(2.40, 0.13, setting="sigma25")
     assert (
-        other[0] == "- The project's quality floor is +2.0 dB at 1 step; this model (+1.69 dB) **misses it by "
+        other[0] == "- Quality floor: +2.0 dB over the input at 1 step; this model gains +1.69 dB and **misses it by "
         "0.31 dB** (see Limitations)."
     )
     one_set = _floor_check(1.95, None, first_gain=1.95)  # one draw, the table's: no noise band
     assert make_model_card.FloorCheck("default", 2.0, 1.95, one_set).verdict == "missed"
     assert (
-        "+1.95 dB in `floor_check.json` (one draw of 32 crops, the table's): **it misses the floor by 0.05 dB**"
+        "+1.95 dB (`floor_check.json`: one draw of 32 crops, the table's) and **misses it by 0.05 dB**"
         in make_model_card.floor_sentences(
             [{**defocus[0], "gain_over_input_db_one_step": 1.95}], "defocus_deblur", one_set
         )[0]
@@ -586,7 +595,7 @@ def test_model_card_describes_every_training_stage_of_a_fine_tune(tmp_path):
     second = text.index("| 2 | cpu | 1.4 | 7 | l1 | 0.001 | t = 1 at 0.25 |")
     assert first < second
     assert "| resumed at step 5 from checkpoint-5 |" in text[second:]
-    assert "Each stage fine-tunes the one before." in text and "Exact commands: `train_info.json`." in text
+    assert "Each stage fine-tunes the one before;" in text and "Exact commands: `train_info.json`." in text
     assert "train/train_zoo.sh" not in text and "--init_from base --seed 1" not in text
     assert "(2 stages: 8 min on GPUs, 1 min on CPUs)" in text
 
@@ -629,7 +638,7 @@ def test_stage_notes_say_when_a_stage_grew_its_base_network():
     info = _train_info(command, 30, "cpu", base=base)
     info["args"].update(init_from="base", encoder_blocks=[1, 1, 2, 4], middle_blocks=4)
     assert make_model_card.stage_notes(info, "motion_deblur") == (
-        "grown to encoder [1, 1, 2, 4], middle 4 blocks (the added blocks start as identities)"
+        "grown from 10 to 16 blocks (the added ones start as identities)"
     )
     assert "grown to" not in make_model_card.stage_notes(base, "motion_deblur")
     # A later fine-tune of the grown net inherits its blocks (flags left out) or repeats them: no growth either time.
@@ -696,8 +705,10 @@ def test_a_missed_floor_says_what_the_stages_tried():
     stages = make_model_card.training_stages(third)
     assert make_model_card.tried_text(stages) == (
         "Its stages above tried L1 and input-normalised MSE losses; p(t) uniform and t = 1 at 0.4 or 0.5; eps 0.02 "
-        "and 0.01; a network grown from 10 to 16 blocks; 15 min of training on GPUs and 95 min on CPUs."
+        "and 0.01; a network grown from 10 to 16 blocks."
     )
+    # Their minutes are the card's "A short training" line's, said once.
+    assert make_model_card.total_training_text(stages) == "3 stages: 15 min on GPUs, 95 min on CPUs"
     motion = [
         {
             "setting": "default",
@@ -710,9 +721,9 @@ def test_a_missed_floor_says_what_the_stages_tried():
     assert "until a better model replaces it. Its stages above tried L1" in line and "a GPU" not in line
     # One network throughout, one p(t): no "grown", no "and".
     assert make_model_card.tried_text(stages[:1]) == (
-        "Its stages above tried L1 losses; p(t) uniform; eps 0.02; a 10-block network; 10 min of training on GPUs and "
-        "0 min on CPUs."
+        "Its stages above tried L1 losses; p(t) uniform; eps 0.02; a 10-block network."
     )
+    assert make_model_card.total_training_text(stages[:1]) == "10 min on NVIDIA H200"
 
 
 def test_regression_baseline_row_and_plot_line(tmp_path):
@@ -744,7 +755,7 @@ def test_bm3d_reference_row_and_card_sentence(tmp_path, monkeypatch):
     assert rows[eval_indi.BM3D]["psnr"] == pytest.approx(rows["degraded input"]["psnr"], abs=1e-3)
     assert rows[eval_indi.BM3D]["steps"] is None
     (tmp_path / "repo" / "train_info.json").write_text(json.dumps({"args": {}, "command": "x", "global_step": 1}))
-    assert f"| {eval_indi.BM3D} |" in make_model_card.table_markdown(result, compact=True)
+    assert f"| {eval_indi.BM3D} |  |  |" in make_model_card.table_markdown(result, compact=True)
 
 
 def test_bm3d_is_for_denoising_and_needs_its_package(tmp_path, monkeypatch):

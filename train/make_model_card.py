@@ -318,32 +318,47 @@ def is_model_row(row: dict, evaluation: dict, steps: int) -> bool:
     return row["method"] == "InDI" and row["steps"] == steps and row["eps"] == evaluation["model_eps"]
 
 
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table, one space around each cell so that the raw card reads as a table too."""
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+    return "\n".join([line(header), "|---" * len(header) + "|", *map(line, rows)])
+
+
+EVALUATION_COLUMNS = ["method", "steps", "eps", "PSNR (dB) ↑", "SSIM ↑", "LPIPS ↓", "sharpness", "s / image"]
+
+
 def table_markdown(evaluation: dict, compact: bool = False) -> str:
     """The evaluation's table; ``compact`` keeps the references, 1 step and the recommended steps (the full sweep
     stays in eval_<setting>.json), so a card with several settings stays short."""
     kept = {1, evaluation["recommended_steps"]}
-    lines = [
-        "| method | steps | eps | PSNR (dB) ↑ | SSIM ↑ | LPIPS ↓ | sharpness | s / image |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for row in evaluation["table"]:
         if compact and row["steps"] is not None and not any(is_model_row(row, evaluation, n) for n in kept):
             continue
-        steps = "" if row["steps"] is None else row["steps"]
-        eps = "" if row["eps"] is None else f"{row['eps']:g}"
         bold = "**" if is_model_row(row, evaluation, evaluation["recommended_steps"]) else ""
-        lines.append(
-            f"| {bold}{row['method']}{bold} | {steps} | {eps} | {row['psnr']:.2f} | {row['ssim']:.4f} | "
-            f"{row['lpips']:.4f} | {row['sharpness']:.3f} | {row['seconds']:.2f} |"
+        rows.append(
+            [
+                f"{bold}{row['method']}{bold}",
+                "" if row["steps"] is None else row["steps"],
+                "" if row["eps"] is None else f"{row['eps']:g}",
+                f"{row['psnr']:.2f}",
+                f"{row['ssim']:.4f}",
+                f"{row['lpips']:.4f}",
+                f"{row['sharpness']:.3f}",
+                f"{row['seconds']:.2f}",
+            ]
         )
-    return "\n".join(lines)
+    return markdown_table(EVALUATION_COLUMNS, rows)
 
 
 TRADE_OFF_LPIPS_REDUCTION = 0.10  # the project's rule: some N > 1 lowers LPIPS this much, PSNR within 1 dB
 # Stated once above a card's evaluations; each evaluation's sentence then says whether it is met.
 TRADE_OFF_RULE = (
-    f"The project's trade-off rule: some step count above 1 lowers LPIPS by at least "
-    f"{100 * TRADE_OFF_LPIPS_REDUCTION:.0f} % with PSNR within 1 dB of 1 step."
+    f"Trade-off rule: some N > 1 steps lower LPIPS by at least {100 * TRADE_OFF_LPIPS_REDUCTION:.0f} % from 1 step, "
+    "PSNR within 1 dB."
 )
 
 
@@ -353,32 +368,36 @@ def psnr_change_text(drop: float) -> str:
 
 def trade_off_sentence(evaluation: dict, repeated: dict | None = None) -> str:
     """The rule at the recommended steps: on the table's draw, or where ``repeated`` (a floor_check.json of this
-    setting, run with --tradeoff_steps at the recommended steps) has them, judged by the mean over its draws."""
-    rule = "The project's trade-off rule is "
+    setting, run with --tradeoff_steps at the recommended steps) has them, by the mean over its draws (the table
+    beside the sentence shows the first draw's numbers: the sentence does not repeat them)."""
+    rule = "the trade-off rule is "
     steps = evaluation["recommended_steps"]
     if steps == 1:
         return (
             "No step count above 1 lowered LPIPS while keeping PSNR within 1 dB of one step: for this model, "
-            "1 step is recommended and more steps do not add realistic detail (see Limitations). " + rule + "not met."
+            "1 step is recommended and more steps do not add realistic detail (see Limitations). The trade-off rule "
+            "is not met."
         )
     reduction, drop = evaluation["lpips_reduction_vs_one_step"], evaluation["psnr_drop_vs_one_step"]
-    first = f"Recommended {steps} steps: LPIPS {100 * reduction:.1f} % lower than 1 step, PSNR {psnr_change_text(drop)}"
     repeated = floor_check_for(evaluation, repeated)
     if not (repeated and repeated.get("tradeoff_steps") == steps):
-        return f"{first}. " + rule + ("met." if reduction >= TRADE_OFF_LPIPS_REDUCTION else "not met.")
+        return (
+            f"Recommended {steps} steps: LPIPS {100 * reduction:.1f} % lower than 1 step, PSNR "
+            f"{psnr_change_text(drop)}; " + rule + ("met." if reduction >= TRADE_OFF_LPIPS_REDUCTION else "not met.")
+        )
     mean, sem = repeated["lpips_reduction_mean"], repeated["lpips_reduction_sem"]
     verdict = verdict_against(TRADE_OFF_LPIPS_REDUCTION, mean, sem)
     if repeated["psnr_drop_db_mean"] > 1.0:
         verdict = "missed"
     spread = f" ± {100 * sem:.1f}" if sem is not None else ""
     return (
-        f"{first} on the table's draw; over {repeated['seed_sets']} disjoint draws of {repeated['crops_per_set']} "
-        f"crops (`{FLOOR_CHECK_FILE}`), LPIPS {100 * mean:.1f}{spread} % lower (mean ± standard error), PSNR "
-        f"{psnr_change_text(repeated['psnr_drop_db_mean'])}. "
+        f"Recommended {steps} steps, mean{' ± s.e.' if sem is not None else ''} over {repeated['seed_sets']} draws "
+        f"(`{FLOOR_CHECK_FILE}`): LPIPS {100 * mean:.1f}{spread} % lower than 1 step, PSNR "
+        f"{psnr_change_text(repeated['psnr_drop_db_mean'])}; "
         + rule
         + {
-            "met": "met, judged by the mean over the draws.",
-            "missed": "not met, judged by the mean over the draws.",
+            "met": "met.",
+            "missed": "not met.",
             "within noise": f"met only within the noise: {100 * TRADE_OFF_LPIPS_REDUCTION:.0f} % lies within two "
             "standard errors of the mean.",
         }[verdict]
@@ -427,10 +446,7 @@ class FloorCheck:
     def repeated_text(self) -> str:
         r = self.repeated
         if r["gain_db_sem"] is None:  # one set: the table's own draw again
-            return (
-                f"{r['gain_db_mean']:+.2f} dB in `{FLOOR_CHECK_FILE}` (one draw of {r['crops_per_set']} crops, "
-                "the table's)"
-            )
+            return f"{r['gain_db_mean']:+.2f} dB (`{FLOOR_CHECK_FILE}`: one draw of {r['crops_per_set']} crops, the table's)"
         return (
             f"{r['gain_db_mean']:+.2f} ± {r['gain_db_sem']:.2f} dB (mean ± s.e. over {r['seed_sets']} draws of "
             f"{r['crops_per_set']} crops, `{FLOOR_CHECK_FILE}`)"
@@ -475,29 +491,21 @@ def floor_checks(evaluations: list[dict], task_id: str, repeated: dict | None = 
 
 
 def floor_sentences(evaluations: list[dict], task_id: str, repeated: dict | None = None) -> list[str]:
+    """One line per setting with a floor: the floor, the gain it is judged by (the mean over floor_check.json's draws
+    where there is one: the table shows the first draw's) and the verdict."""
     lines = []
     for check in floor_checks(evaluations, task_id, repeated):
         where = "" if check.setting == "default" else f" for {check.setting}"
-        if check.repeated is None:
-            verdict = (
-                "meets it"
-                if check.verdict == "met"
-                else f"**misses it by {check.floor - check.gain:.2f} dB** (see Limitations)"
-            )
-            lines.append(
-                f"- The project's quality floor{where} is {check.floor:+.1f} dB at 1 step; this model "
-                f"({check.gain:+.2f} dB) {verdict}."
-            )
-            continue
+        gain = f"{check.gain:+.2f} dB" if check.repeated is None else check.repeated_text()
         verdict = {
-            "met": "it meets the floor",
-            "missed": f"**it misses the floor by {check.floor - check.estimate:.2f} dB** (see Limitations)",
-            "within noise": "**it is at the floor only within the noise**: the floor lies within two standard errors "
-            "of the mean, so this is not a clear pass (see Limitations)",
+            "met": "meets it",
+            "missed": f"**misses it by {check.floor - check.estimate:.2f} dB** (see Limitations)",
+            "within noise": "**is at the floor only within the noise**: the floor lies within two standard errors "
+            "of the mean, not a clear pass (see Limitations)",
         }[check.verdict]
         lines.append(
-            f"- The project's quality floor{where} is {check.floor:+.1f} dB at 1 step. This model gains "
-            f"{check.gain:+.2f} dB on the table's draw and {check.repeated_text()}: {verdict}."
+            f"- Quality floor{where}: {check.floor:+.1f} dB over the input at 1 step; this model gains {gain} "
+            f"and {verdict}."
         )
     return lines
 
@@ -536,7 +544,7 @@ def floor_limitations(
         return []
     main = primary_evaluation(evaluations)
     # The card's table shows 1 and the recommended steps; the step counts named here may be others: their file.
-    why = f"it is published because {improvement_over_input(main)} (`eval_{main['setting']}.json`)"
+    why = f"published because {improvement_over_input(main)} (`eval_{main['setting']}.json`)"
 
     def named(check: FloorCheck, text: str) -> str:
         return ("" if check.setting == "default" else f"{check.setting} ") + text
@@ -545,20 +553,17 @@ def floor_limitations(
     if misses:
         short = ", ".join(named(c, f"by {c.floor - c.estimate:.2f} dB") for c in misses)
         tried = (
-            (
-                f" {tried_text(stages)} What is left to try: a larger network within the speed budget, trained far "
-                "longer."
-            )
+            (f" {tried_text(stages)} Left to try: a larger network within the speed budget, trained far longer.")
             if stages
             else ""
         )
-        lines.append(f"- Below the project's quality floor ({short}): {why}, until a better model replaces it.{tried}")
+        lines.append(f"- Below the quality floor ({short}): {why}, until a better model replaces it.{tried}")
     if close:
         near = ", ".join(
             named(c, f"{c.estimate:+.2f} ± {c.repeated['gain_db_sem']:.2f} dB against {c.floor:+.1f} dB") for c in close
         )
         lines.append(
-            f"- At the project's quality floor only within the noise of the evaluation ({near}): {why}, "
+            f"- At the quality floor only within the noise of the evaluation ({near}): {why}, "
             "until a longer training run clears the floor by more than the noise."
         )
     return lines
@@ -574,13 +579,14 @@ def training_stages(info: dict) -> list[dict]:
 
 
 def spacing_text(scheduler: dict) -> str:
-    """How inference spaces its steps in t (the scheduler config of the repo, used by the evaluation above)."""
+    """How inference spaces its steps in t where the repo's scheduler config (which the evaluation above used) differs
+    from InDIScheduler's default of equal steps; "" for the default."""
     if scheduler.get("timestep_spacing") == "power":
         return (
             f"Inference steps are spaced t_i = (1 - i/N)^{scheduler['spacing_power']:g}, closer together near "
-            "t = 0 (the repo's scheduler config; the evaluation above uses it)."
+            "t = 0 (the repo's scheduler config, as evaluated above)."
         )
-    return "Inference steps are equally spaced in t."
+    return ""
 
 
 def concurrent_runs(info: dict) -> int:
@@ -630,8 +636,10 @@ def grown_text(info: dict) -> str:
     if not info["args"].get("init_from"):
         return ""
     before, after = stage_blocks(info.get("init_from_train_info")), stage_blocks(info)
-    changed = {key: value for key, value in after.items() if value != before[key]}
-    return f", grown to {blocks_text(changed)} blocks (the added blocks start as identities)" if changed else ""
+    if after == before:
+        return ""
+    # By block count: the Model details table lays out the final network's blocks.
+    return f", grown from {block_count(before)} to {block_count(after)} blocks (the added ones start as identities)"
 
 
 def t_sampling_cell(args: dict) -> str:
@@ -684,12 +692,35 @@ def stage_table(stages: list[dict], task_id: str) -> str:
     """The training runs, first first, one row each; the notes column only where a stage has a note."""
     rows = [stage_cells(number, stage, task_id) for number, stage in enumerate(stages, 1)]
     columns = STAGE_COLUMNS if any(row[-1] for row in rows) else STAGE_COLUMNS[:-1]
-    lines = ["| " + " | ".join(line) + " |" for line in (columns, *(row[: len(columns)] for row in rows))]
-    return "\n".join([lines[0], "|---" * len(columns) + "|", *lines[1:]])
+    return markdown_table(columns, [row[: len(columns)] for row in rows])
+
+
+def training_legend(stages: list[dict], scheduler: dict) -> str:
+    """The one paragraph under the stage table: what its rows share, the loss codes and p(t) notation it uses, the
+    inference spacing where it is not the default, and where the exact commands are."""
+    codes = dict.fromkeys(s["args"].get("loss") or "l1" for s in stages)  # as stage_cells writes them
+    parts = [
+        "Each stage fine-tunes the one before" if len(stages) > 1 else "",
+        "AdamW, warm-up then cosine",
+        f"loss{'es' if len(stages) > 1 else ''} on the predicted clean image",
+        # A code that is its loss's name ("l1": L1 loss) needs no gloss.
+        *(f"{code} = {loss_text(code)}" for code in codes if loss_text(code).lower() != f"{code} loss"),
+        f"eps: path noise, {scheduler['noise_schedule']} schedule",
+        'p(t) "t = 1 at w": uniform on (0, 1] mixed with t = 1 at weight w'
+        if any(s["args"]["t_sampling"] == "mixture" for s in stages)
+        else "",
+    ]
+    sentences = [
+        "; ".join(part for part in parts if part) + ".",
+        spacing_text(scheduler),
+        "Exact commands: `train_info.json`.",
+    ]
+    return " ".join(sentence for sentence in sentences if sentence)
 
 
 def tried_text(stages: list[dict]) -> str:
-    """What the stages tried, in one sentence: losses, p(t), eps, the networks, and training minutes on GPUs and CPUs."""
+    """What the stages tried, in one sentence: losses, p(t), eps and the networks (the card's "A short training" line
+    gives their minutes)."""
 
     def listed(values, last: str = "and") -> str:  # distinct values in first-seen order ("" for none)
         distinct = list(dict.fromkeys(values))
@@ -709,15 +740,7 @@ def tried_text(stages: list[dict]) -> str:
         if len(blocks) == 1
         else f"a network grown from {blocks[0]} to {blocks[-1]} blocks"
     )
-    gpu = sum(s["wall_seconds"] for s in stages if not s["device"].lower().startswith("cpu")) / 60
-    cpu = sum(s["wall_seconds"] for s in stages if s["device"].lower().startswith("cpu")) / 60
-    parts = [
-        f"{losses} losses",
-        f"p(t) {listed(p_t + others)}",
-        f"eps {eps}" if eps else "",
-        network,
-        f"{gpu:.0f} min of training on GPUs and {cpu:.0f} min on CPUs",
-    ]
+    parts = [f"{losses} losses", f"p(t) {listed(p_t + others)}", f"eps {eps}" if eps else "", network]
     return f"Its stages above tried {'; '.join(part for part in parts if part)}."
 
 
@@ -810,7 +833,7 @@ def details_table(folder: Path, task, unet: dict, base: tuple[str, int] | None) 
         stages_text = "stage 1" if before == 1 else f"stages 1–{before}"
         rows.append(("Fine-tuned from", f"{hub_link(base_repo)} (its training: {stages_text} below)"))
     rows += [("Licence", "Apache-2.0"), ("Paper", f"[arXiv 2303.11435]({PAPER_URL})")]
-    return "\n".join(["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)])
+    return markdown_table(["", ""], [list(row) for row in rows])
 
 
 def estimator_lines(folder: Path) -> list[str]:
@@ -823,23 +846,21 @@ def estimator_lines(folder: Path) -> list[str]:
     config = json.loads((folder / "estimator" / "config.json").read_text())
     validation = info.get("validation")
     error = (
-        f" (error on {validation['crops']} held-out crops: {validation['mae']:.3f} mean, "
-        f"{validation['p90_abs_error']:.3f} 90th percentile)"
+        f" (error on {validation['crops']} held-out crops: mean {validation['mae']:.3f}, 90th percentile "
+        f"{validation['p90_abs_error']:.3f})"
         if validation
         else ""
     )
     tables = ", or a JPEG file's quantisation tables if they ask for more" if config.get("quality_curve") else ""
     curve = (
-        f"; above, the walk starts where a curve measured on held-out photos says{tables}"
-        if config.get("start_curve")
-        else ""
+        f", above it a curve measured on held-out photos sets the start{tables}" if config.get("start_curve") else ""
     )
     return [
         '## Start estimator (`strength="auto"`, the default)',
         "",
-        f"`estimator/` reads each image's t{error}. Below {config['nothing_below']:g} (95 % of clean held-out "
-        f"photos read less) the image comes back unchanged{curve}. Its training: `estimator/train_info.json`; "
-        "against strength 1 and the best fixed start: the project's `docs/blind.md`.",
+        f"`estimator/` reads each image's t{error}; below {config['nothing_below']:g} (95 % of clean held-out photos "
+        f"read less) the image is returned unchanged{curve}. Training: `estimator/train_info.json`; against "
+        "strength 1 and the best fixed start: the project's `docs/blind.md`.",
         "",
     ]
 
@@ -883,7 +904,7 @@ def build_card(folder: Path, hub_org: str | None) -> ModelCard:
     sections = [
         f"# {task.repo_name}: {task.title} with InDI",
         "",
-        f"{task.description} [InDI]({PAPER_URL}) walks from the degraded image (t = 1) to the clean one (t = 0): "
+        f"{task.description} InDI walks from the degraded image (t = 1) to the clean one (t = 0): "
         "**1 step** gives the best PSNR (smooth), **more steps** sharper, more realistic detail for a little PSNR. "
         f"Recommended: **{recommended} steps**.",
         "",
@@ -940,9 +961,9 @@ def build_card(folder: Path, hub_org: str | None) -> ModelCard:
 
     sections += [
         (protocol(main) + " " if len(protocols) == 1 else "")
-        + "Sharpness: output's Laplacian energy over the clean image's (1 = as sharp). "
+        + "Sharpness: Laplacian energy over the clean image's (1 = as sharp). "
         + TRADE_OFF_RULE
-        + " Commands and every row: `eval_<setting>.json`.",
+        + " Every row and command: `eval_<setting>.json`.",
         "",
     ]
     for evaluation in ordered:
@@ -958,8 +979,8 @@ def build_card(folder: Path, hub_org: str | None) -> ModelCard:
             "",
             *(
                 [
-                    f"Sample variation: per-pixel standard deviation over {variation['seeds']} seeds at "
-                    f"{variation['steps']} steps, mean over {variation['images']} photos: **{spread:.2f}/255**."
+                    f"Sample variation over {variation['seeds']} seeds at {variation['steps']} steps: "
+                    f"**{spread:.2f}/255** per-pixel standard deviation, mean of {variation['images']} photos."
                     if spread is not None
                     else "Sample variation: not measured.",
                     "",
@@ -974,15 +995,9 @@ def build_card(folder: Path, hub_org: str | None) -> ModelCard:
     sections += [
         "## Training",
         "",
-        f"Loss: {loss_text(info['args'].get('loss'))} on the predicted clean image"
-        f"{' (last stage)' if len(stages) > 1 else ''}; path noise eps on a {scheduler['noise_schedule']} schedule. "
-        f"{spacing_text(scheduler)}",
-        "",
         stage_table(stages, task.task_id),
         "",
-        ("Each stage fine-tunes the one before. " if len(stages) > 1 else "")
-        + 'AdamW, warm-up then cosine; p(t) "t = 1 at w": uniform on (0, 1] mixed with t = 1 at weight w. Exact '
-        "commands: `train_info.json`.",
+        training_legend(stages, scheduler),
         "",
         f"Data: {data_text(stages)}",
         "",
