@@ -76,6 +76,16 @@ def test_sr4_downscale_box_scores_the_box_input_and_other_tasks_refuse_it(tmp_pa
     assert "--downscale is for sr4" in capsys.readouterr().err
 
 
+def test_sample_variation_needs_two_seeds_unless_it_is_skipped(capsys):
+    """--variation_seeds 0 or 1 stopped deep in the pipeline with "image is an empty list"; now the flag is named."""
+    base = ["--model", "m", "--task", "defocus_deblur", "--data_dir", "d"]
+    for seeds in ("0", "1"):
+        with pytest.raises(SystemExit):
+            eval_indi.parse_args([*base, "--variation_seeds", seeds])
+        assert "--variation_seeds must be at least 2" in capsys.readouterr().err
+    assert eval_indi.parse_args([*base, "--variation_seeds", "0", "--variation_images", "0"]).variation_seeds == 0
+
+
 @pytest.mark.parametrize("task", ["jpeg", "sr4"])
 def test_identity_model_one_step_equals_the_input(tmp_path, task):
     # A fresh InDINet is exactly the identity (zero layer scales and output conv): one step returns x_1 = y.

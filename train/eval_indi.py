@@ -89,6 +89,11 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.downscale != "bicubic" and args.task != "sr4":
         parser.error(f"--downscale is for sr4 (how its low-resolution input is made), not {args.task}")
+    if args.variation_images > 0 and args.variation_seeds < 2:
+        parser.error(
+            f"--variation_seeds must be at least 2 (a spread needs two samples), got {args.variation_seeds}; "
+            "--variation_images 0 skips the measure"
+        )
     return args
 
 
