@@ -177,8 +177,11 @@ def test_model_card_details_come_from_the_repo_files(tmp_path):
     assert card.data.base_model == "someone/indi-defocus_deblur"
     assert (
         "| Fine-tuned from | [someone/indi-defocus_deblur](https://huggingface.co/someone/indi-defocus_deblur) "
-        "(its training: stage 1 below) |" in card.text
+        "after its stage 1 |" in card.text
     )
+    # The base model's stage is a row of the base model's card: this card's table starts at stage 2.
+    training = card.text.split("## Training")[1].split("## Limitations")[0]
+    assert "\n| 2 | " in training and "\n| 1 | " not in training
     assert make_model_card.base_model(make_model_card.training_stages(motion), "defocus_deblur") is None
 
     # A config that does not build the stored network is refused, not described.
@@ -601,11 +604,12 @@ def test_model_card_describes_every_training_stage_of_a_fine_tune(tmp_path):
     make_model_card.main([str(repo)])
     text = (repo / "README.md").read_text()
     # One row per run in the stage table; the exact commands stay in train_info.json, out of the card.
-    first = text.index("| 1 | GPU X, 1 of 5 runs | 8.0 | 40 | l1 | 0.001 | uniform |")  # old record: train_zoo.sh ran 5
-    second = text.index("| 2 | cpu | 1.4 | 7 | l1 | 0.001 | t = 1 at 0.25 |")
+    first = text.index("| 1 | GPU X, 1 of 5 runs | 8.0 | l1 | 0.001 | uniform |")  # old record: train_zoo.sh ran 5
+    second = text.index("| 2 | cpu | 1.4 | l1 | 0.001 | t = 1 at 0.25 |")
     assert first < second
-    assert "| resumed at step 5 from checkpoint-5 |" in text[second:]
-    assert "Each stage fine-tunes the one before;" in text and "Exact commands: `train_info.json`." in text
+    # Step counts and where a run resumed are train_info.json's: a resumed run's minutes count the whole run.
+    assert "resumed" not in text and "checkpoint-5" not in text
+    assert "Each stage fine-tunes the one before:" in text and "Exact commands: `train_info.json`." in text
     assert "train/train_zoo.sh" not in text and "--init_from base --seed 1" not in text
     assert "(2 stages: 8 min on GPUs, 1 min on CPUs)" in text
 
@@ -619,7 +623,6 @@ def test_stage_row_names_the_gpu_share_and_a_different_task():
         "1",
         "GPU Y, 1 of 4 runs",
         "6.0",
-        "30",
         "l1",
         "0.001",
         "uniform",
@@ -633,12 +636,26 @@ def test_stage_row_names_the_gpu_share_and_a_different_task():
     cells = make_model_card.stage_cells(2, info, "defocus_deblur")
     assert cells[1] == "GPU Y" and cells[-1] == ""
     # Without a note in any row, the table has no notes column.
+    # One eps in every row: the legend names it, the table has no eps column.
     table = make_model_card.stage_table([info], "defocus_deblur")
-    assert table.splitlines()[0] == "| stage | hardware | min | steps | `--loss` | lr | p(t) | eps | batch × crop |"
-    assert table.splitlines()[1:] == [
-        "|---|---|---|---|---|---|---|---|---|",
-        "| 1 | GPU Y | 6.0 | 30 | l1 | 0.001 | uniform | 0.01 | 4 × 64 px |",
+    assert table.splitlines() == [
+        "| stage | hardware | min | `--loss` | lr | p(t) | batch × crop |",
+        "|---|---|---|---|---|---|---|",
+        "| 1 | GPU Y | 6.0 | l1 | 0.001 | uniform | 4 × 64 px |",
     ]
+    assert "eps (path noise, constant schedule) 0.01 in every row" in make_model_card.training_legend(
+        [info], {"noise_schedule": "constant"}
+    )
+    # Stages that differ in eps keep the column, and the legend only defines it.
+    later = _train_info("train/train_indi.py --init_from x", 10, "cpu", base=info)
+    later["args"].update(eps=0.02)
+    stages = make_model_card.training_stages(later)
+    assert make_model_card.stage_table(stages, "defocus_deblur").splitlines()[0].count("| eps |") == 1
+    assert "eps: path noise, constant schedule" in make_model_card.training_legend(
+        stages, {"noise_schedule": "constant"}
+    )
+    # From stage 2 on (stage 1 is a base model's, on its own card), one eps again: no column.
+    assert "| eps |" not in make_model_card.stage_table(stages, "defocus_deblur", first=2)
 
 
 def test_stage_notes_say_when_a_stage_grew_its_base_network():
@@ -648,7 +665,7 @@ def test_stage_notes_say_when_a_stage_grew_its_base_network():
     info = _train_info(command, 30, "cpu", base=base)
     info["args"].update(init_from="base", encoder_blocks=[1, 1, 2, 4], middle_blocks=4)
     assert make_model_card.stage_notes(info, "motion_deblur") == (
-        "grown from 10 to 16 blocks (the added ones start as identities)"
+        "grown from 10 to 16 blocks (new ones start as identities)"
     )
     assert "grown to" not in make_model_card.stage_notes(base, "motion_deblur")
     # A later fine-tune of the grown net inherits its blocks (flags left out) or repeats them: no growth either time.
@@ -714,7 +731,7 @@ def test_a_missed_floor_says_what_the_stages_tried():
     )
     stages = make_model_card.training_stages(third)
     assert make_model_card.tried_text(stages) == (
-        "Its stages above tried L1 and input-normalised MSE losses; p(t) uniform and t = 1 at 0.4 or 0.5; eps 0.02 "
+        "Its stages above tried l1 and nmse losses; p(t) uniform and t = 1 at 0.4 or 0.5; eps 0.02 "
         "and 0.01; a network grown from 10 to 16 blocks."
     )
     # Their minutes are the card's "A short training" line's, said once.
@@ -728,10 +745,10 @@ def test_a_missed_floor_says_what_the_stages_tried():
         }
     ]
     line = make_model_card.floor_limitations(motion, "motion_deblur", stages=stages)[0]
-    assert "until a better model replaces it. Its stages above tried L1" in line and "a GPU" not in line
+    assert "(`eval_default.json`). Its stages above tried l1" in line and "a GPU" not in line
     # One network throughout, one p(t): no "grown", no "and".
     assert make_model_card.tried_text(stages[:1]) == (
-        "Its stages above tried L1 losses; p(t) uniform; eps 0.02; a 10-block network."
+        "Its stages above tried l1 losses; p(t) uniform; eps 0.02; a 10-block network."
     )
     assert make_model_card.total_training_text(stages[:1]) == "10 min on NVIDIA H200"
 
@@ -765,7 +782,9 @@ def test_bm3d_reference_row_and_card_sentence(tmp_path, monkeypatch):
     assert rows[eval_indi.BM3D]["psnr"] == pytest.approx(rows["degraded input"]["psnr"], abs=1e-3)
     assert rows[eval_indi.BM3D]["steps"] is None
     (tmp_path / "repo" / "train_info.json").write_text(json.dumps({"args": {}, "command": "x", "global_step": 1}))
-    assert f"| {eval_indi.BM3D} |  |  |" in make_model_card.table_markdown(result, compact=True)
+    table = make_model_card.table_markdown(result, compact=True)
+    # Every InDI row walks with eps 0.02: the steps header names it, no eps column.
+    assert table.startswith("| method | steps (eps 0.02) | PSNR (dB) ↑ |") and f"| {eval_indi.BM3D} |  | " in table
 
 
 def test_bm3d_is_for_denoising_and_needs_its_package(tmp_path, monkeypatch):
@@ -982,3 +1001,21 @@ def test_the_data_line_names_each_stage_s_photos():
         [{"args": {"train_data_dir": "mine/"}}, shared]
     )
     assert text.endswith("Sources and licences: the project's `train/DATA.md`.")
+
+
+def test_estimator_row_reads_the_repo_estimator(tmp_path):
+    """The Model details row on strength="auto": held-out error and threshold from estimator/, the start curve and
+    the JPEG tables only where the config has them; no row without an estimator."""
+    assert make_model_card.estimator_row(tmp_path) is None
+    (tmp_path / "estimator").mkdir()
+    validation = {"crops": 256, "mae": 0.0412, "p90_abs_error": 0.0987}
+    (tmp_path / "estimator" / "train_info.json").write_text(json.dumps({"validation": validation}))
+    (tmp_path / "estimator" / "config.json").write_text(json.dumps({"nothing_below": 0.15137}))
+    name, text = make_model_card.estimator_row(tmp_path)
+    assert name == "Start estimator"
+    assert "(error on 256 held-out crops: mean 0.041, 90th pct. 0.099). Below 0.151 " in text
+    assert text.endswith("comes back unchanged (`docs/blind.md`).") and "curve" not in text
+    config = {"nothing_below": 0.5, "start_curve": [[0.0, 0.0], [1.0, 1.0]], "quality_curve": [[10, 1.0]]}
+    (tmp_path / "estimator" / "config.json").write_text(json.dumps(config))
+    _, text = make_model_card.estimator_row(tmp_path)
+    assert "; above, a measured curve sets the start (or the JPEG tables, if higher) (`docs/blind.md`)." in text

@@ -128,10 +128,9 @@ CITATION = """@article{delbracio2023indi,
 
 # What each prepared photo folder is (train/prepare_data.py writes them); sources and licences: train/DATA.md.
 TRAINING_PHOTOS = {
-    "data/photos/train": "29 free-licensed Debian wallpaper photos, downscaled 2–4× (no JPEG artefacts left; 8 more "
-    "held out)",
-    "data/shared_photos/train": "365 varied free-licensed photos, long side 512 px (41 more held out, split fixed "
-    "in `train/shared_photos_split.json`)",
+    "data/photos/train": "29 free-licensed Debian wallpaper photos, downscaled 2–4× (8 more held out)",
+    "data/shared_photos/train": "365 varied free-licensed photos, long side 512 px (41 more held out: "
+    "`train/shared_photos_split.json`)",
 }
 
 
@@ -327,31 +326,41 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), "|---" * len(header) + "|", *map(line, rows)])
 
 
-EVALUATION_COLUMNS = ["method", "steps", "eps", "PSNR (dB) ↑", "SSIM ↑", "LPIPS ↓", "sharpness", "s / image"]
+EVALUATION_COLUMNS = ["method", "steps", "eps", "PSNR (dB) ↑", "SSIM ↑", "LPIPS ↓", "sharpness"]
 
 
 def table_markdown(evaluation: dict, compact: bool = False) -> str:
     """The evaluation's table; ``compact`` keeps the references, 1 step and the recommended steps (the full sweep
-    stays in eval_<setting>.json), so a card with several settings stays short."""
+    and the seconds per image stay in eval_<setting>.json), so a card with several settings stays short. Where every
+    InDI row walks with one eps, the steps header names it instead of an eps column."""
     kept = {1, evaluation["recommended_steps"]}
+    table = [
+        row
+        for row in evaluation["table"]
+        if not (compact and row["steps"] is not None and not any(is_model_row(row, evaluation, n) for n in kept))
+    ]
+    walk_eps = {row["eps"] for row in table if row["steps"] is not None}
+    one_eps = len(walk_eps) == 1 and None not in walk_eps
+    columns = list(EVALUATION_COLUMNS)
+    if one_eps:
+        columns.remove("eps")
+        columns[1] = f"steps (eps {next(iter(walk_eps)):g})"
     rows = []
-    for row in evaluation["table"]:
-        if compact and row["steps"] is not None and not any(is_model_row(row, evaluation, n) for n in kept):
-            continue
+    for row in table:
         bold = "**" if is_model_row(row, evaluation, evaluation["recommended_steps"]) else ""
+        eps = [] if one_eps else ["" if row["eps"] is None else f"{row['eps']:g}"]
         rows.append(
             [
                 f"{bold}{row['method']}{bold}",
                 "" if row["steps"] is None else row["steps"],
-                "" if row["eps"] is None else f"{row['eps']:g}",
+                *eps,
                 f"{row['psnr']:.2f}",
                 f"{row['ssim']:.4f}",
                 f"{row['lpips']:.4f}",
                 f"{row['sharpness']:.3f}",
-                f"{row['seconds']:.2f}",
             ]
         )
-    return markdown_table(EVALUATION_COLUMNS, rows)
+    return markdown_table(columns, rows)
 
 
 TRADE_OFF_LPIPS_REDUCTION = 0.10  # the project's rule: some N > 1 lowers LPIPS this much, PSNR within 1 dB
@@ -557,7 +566,7 @@ def floor_limitations(
             if stages
             else ""
         )
-        lines.append(f"- Below the quality floor ({short}): {why}, until a better model replaces it.{tried}")
+        lines.append(f"- Below the quality floor ({short}): {why}.{tried}")
     if close:
         near = ", ".join(
             named(c, f"{c.estimate:+.2f} ± {c.repeated['gain_db_sem']:.2f} dB against {c.floor:+.1f} dB") for c in close
@@ -600,7 +609,7 @@ LOSS_TEXT = {
     "l1": "L1 loss",
     "l2": "L2 (MSE) loss",
     "psnr": "PSNR loss (minus each image's PSNR, averaged)",
-    "nmse": "input-normalised MSE loss (each image's MSE over its degraded input's)",
+    "nmse": "input-normalised MSE loss (MSE over the degraded input's)",
 }
 
 
@@ -624,13 +633,6 @@ def stage_blocks(info: dict | None) -> dict:
     }
 
 
-def blocks_text(blocks: dict) -> str:
-    """Block counts as a card names them: "encoder [1, 1, 2, 4], middle 4" (keys of grow_network.BLOCK_KEYS)."""
-    return ", ".join(
-        f"{key.split('_')[0]} {list(value) if isinstance(value, tuple) else value}" for key, value in blocks.items()
-    )
-
-
 def grown_text(info: dict) -> str:
     """What a fine-tune added to its base network (train_indi.py --init_from with more blocks: grow_network.py)."""
     if not info["args"].get("init_from"):
@@ -639,7 +641,7 @@ def grown_text(info: dict) -> str:
     if after == before:
         return ""
     # By block count: the Model details table lays out the final network's blocks.
-    return f", grown from {block_count(before)} to {block_count(after)} blocks (the added ones start as identities)"
+    return f", grown from {block_count(before)} to {block_count(after)} blocks (new ones start as identities)"
 
 
 def t_sampling_cell(args: dict) -> str:
@@ -650,7 +652,7 @@ def t_sampling_cell(args: dict) -> str:
 
 
 def stage_notes(info: dict, task_id: str) -> str:
-    """What a stage's row cannot show in its columns: another task, a grown network, a resumed run."""
+    """What a stage's row cannot show in its columns: another task, a grown network, a degradation mix."""
     notes = []
     if info.get("task", task_id) != task_id:  # the motion model starts from the defocus model: say which
         notes.append(f"{info['task']} task")
@@ -661,10 +663,7 @@ def stage_notes(info: dict, task_id: str) -> str:
         info["args"].get("degradation_mix", "benchmark") != "benchmark"
     ):  # runs before the flag trained on the definition
         notes.append(f"{info['args']['degradation_mix']} degradation mix (train/README.md)")
-    resumed = info.get("resumed_from")
-    if resumed:  # the minutes and steps count the whole run
-        notes.append(f"resumed at step {resumed['global_step']} from {resumed['checkpoint']}")
-    return "; ".join(notes)
+    return "; ".join(notes)  # a resumed run's minutes count the whole run; train_info.json says where it resumed
 
 
 def stage_cells(number: int, info: dict, task_id: str) -> list[str]:
@@ -674,8 +673,7 @@ def stage_cells(number: int, info: dict, task_id: str) -> list[str]:
     return [
         str(number),
         info["device"] + (f", 1 of {runs} runs" if runs > 1 else ""),  # runs sharing the device
-        f"{info['wall_seconds'] / 60:.1f}",
-        str(info["global_step"]),
+        f"{info['wall_seconds'] / 60:.1f}",  # steps: train_info.json
         args.get("loss") or "l1",  # runs recorded before --loss existed trained with L1
         f"{args['learning_rate']:g}",
         t_sampling_cell(args),
@@ -685,28 +683,46 @@ def stage_cells(number: int, info: dict, task_id: str) -> list[str]:
     ]
 
 
-STAGE_COLUMNS = ["stage", "hardware", "min", "steps", "`--loss`", "lr", "p(t)", "eps", "batch × crop", "notes"]
+STAGE_COLUMNS = ["stage", "hardware", "min", "`--loss`", "lr", "p(t)", "eps", "batch × crop", "notes"]
 
 
-def stage_table(stages: list[dict], task_id: str) -> str:
-    """The training runs, first first, one row each; the notes column only where a stage has a note."""
-    rows = [stage_cells(number, stage, task_id) for number, stage in enumerate(stages, 1)]
-    columns = STAGE_COLUMNS if any(row[-1] for row in rows) else STAGE_COLUMNS[:-1]
-    return markdown_table(columns, [row[: len(columns)] for row in rows])
+def shown_stages(stages: list[dict], first: int = 1) -> list[tuple[int, dict]]:
+    """The stages a card's table lists, numbered: from ``first`` on (a base model's stages are rows of its card)."""
+    return [(number, stage) for number, stage in enumerate(stages, 1) if number >= first]
 
 
-def training_legend(stages: list[dict], scheduler: dict) -> str:
+def common_eps(stages: list[dict], first: int = 1) -> str | None:
+    """The eps every listed stage trained with, as the table would write it; None where they differ."""
+    values = {stage["args"].get("eps") for _, stage in shown_stages(stages, first)}
+    return f"{values.pop():g}" if len(values) == 1 and None not in values else None
+
+
+def stage_table(stages: list[dict], task_id: str, first: int = 1) -> str:
+    """The training runs from stage ``first`` on, one row each; the notes column only where a stage has a note, the
+    eps column only where the stages differ (else the legend names it)."""
+    rows = [stage_cells(number, stage, task_id) for number, stage in shown_stages(stages, first)]
+    keep = [
+        i
+        for i, column in enumerate(STAGE_COLUMNS)
+        if not (column == "eps" and common_eps(stages, first))
+        and not (column == "notes" and not any(r[i] for r in rows))
+    ]
+    return markdown_table([STAGE_COLUMNS[i] for i in keep], [[row[i] for i in keep] for row in rows])
+
+
+def training_legend(stages: list[dict], scheduler: dict, first: int = 1) -> str:
     """The one paragraph under the stage table: what its rows share, the loss codes and p(t) notation it uses, the
     inference spacing where it is not the default, and where the exact commands are."""
     codes = dict.fromkeys(s["args"].get("loss") or "l1" for s in stages)  # as stage_cells writes them
     parts = [
-        "Each stage fine-tunes the one before" if len(stages) > 1 else "",
-        "AdamW, warm-up then cosine",
-        f"loss{'es' if len(stages) > 1 else ''} on the predicted clean image",
+        ("Each stage fine-tunes the one before: " if len(stages) > 1 else "")
+        + f"AdamW, warm-up then cosine, loss{'es' if len(stages) > 1 else ''} on the predicted clean image",
         # A code that is its loss's name ("l1": L1 loss) needs no gloss.
         *(f"{code} = {loss_text(code)}" for code in codes if loss_text(code).lower() != f"{code} loss"),
-        f"eps: path noise, {scheduler['noise_schedule']} schedule",
-        'p(t) "t = 1 at w": uniform on (0, 1] mixed with t = 1 at weight w'
+        f"eps (path noise, {scheduler['noise_schedule']} schedule) {common_eps(stages, first)} in every row"
+        if common_eps(stages, first)
+        else f"eps: path noise, {scheduler['noise_schedule']} schedule",
+        '"t = 1 at w": uniform t mixed with t = 1 at weight w'
         if any(s["args"]["t_sampling"] == "mixture" for s in stages)
         else "",
     ]
@@ -726,7 +742,7 @@ def tried_text(stages: list[dict]) -> str:
         distinct = list(dict.fromkeys(values))
         return ", ".join(distinct[:-1]) + f" {last} {distinct[-1]}" if len(distinct) > 1 else "".join(distinct)
 
-    losses = listed(loss_text(s["args"].get("loss")).split(" loss")[0] for s in stages)
+    losses = listed(s["args"].get("loss") or "l1" for s in stages)  # the codes of the stage table and legend
     weights = [s["args"]["t_one_probability"] for s in stages if s["args"]["t_sampling"] == "mixture"]
     uniform = any(s["args"]["t_sampling"] == "uniform" for s in stages)
     # The stage table above has each value: written as the stage table's p(t) column does, networks by block count.
@@ -812,8 +828,9 @@ def details_table(folder: Path, task, unet: dict, base: tuple[str, int] | None) 
         ("Task", f"{task.title} (`{task.task_id}`)"),
         (
             "Network",
-            f"InDINet (NAFNet-style, time-conditioned): width {unet['width']}, unshuffle {unet.get('unshuffle', 2)}, "
-            f"blocks {blocks_text({key: unet[key] for key in BLOCK_KEYS})}",
+            # The block layout per level is in unet/config.json; the card gives the total.
+            f"InDINet (NAFNet-style, time-conditioned): width {unet['width']}, "
+            f"{block_count({key: unet[key] for key in BLOCK_KEYS})} blocks (`unet/config.json`)",
         ),
         ("Parameters", f"{parameters / 1e6:.2f} M"),
         ("Weights", f"{size / 1e6:.1f} MB, {' and '.join(dtypes)} safetensors"),
@@ -827,42 +844,41 @@ def details_table(folder: Path, task, unet: dict, base: tuple[str, int] | None) 
                 f"{threads_text(speed['threads'])}, torch {speed['torch']} (`{SPEED_FILE}`)",
             )
         )
-    rows.append(("Input", f"RGB (gray as gray RGB, alpha passed through); sides padded to a multiple of {multiple}"))
+    rows.append(("Input", f"RGB (gray and alpha kept); sides padded to a multiple of {multiple}"))
+    estimator = estimator_row(folder)
+    if estimator:
+        rows.append(estimator)
     if base:
         base_repo, before = base
         stages_text = "stage 1" if before == 1 else f"stages 1–{before}"
-        rows.append(("Fine-tuned from", f"{hub_link(base_repo)} (its training: {stages_text} below)"))
+        rows.append(("Fine-tuned from", f"{hub_link(base_repo)} after its {stages_text}"))
     rows += [("Licence", "Apache-2.0"), ("Paper", f"[arXiv 2303.11435]({PAPER_URL})")]
     return markdown_table(["", ""], [list(row) for row in rows])
 
 
-def estimator_lines(folder: Path) -> list[str]:
-    """The card's section on the repo's start estimator (strength="auto"), from estimator/train_info.json and its
-    config; none without one."""
+def estimator_row(folder: Path) -> tuple[str, str] | None:
+    """The Model details row on the repo's start estimator (strength="auto"), from estimator/train_info.json and its
+    config; None without one."""
     path = folder / "estimator" / "train_info.json"
     if not path.is_file():
-        return []
+        return None
     info = json.loads(path.read_text())
     config = json.loads((folder / "estimator" / "config.json").read_text())
     validation = info.get("validation")
     error = (
-        f" (error on {validation['crops']} held-out crops: mean {validation['mae']:.3f}, 90th percentile "
+        f" (error on {validation['crops']} held-out crops: mean {validation['mae']:.3f}, 90th pct. "
         f"{validation['p90_abs_error']:.3f})"
         if validation
         else ""
     )
-    tables = ", or a JPEG file's quantisation tables if they ask for more" if config.get("quality_curve") else ""
-    curve = (
-        f", above it a curve measured on held-out photos sets the start{tables}" if config.get("start_curve") else ""
+    tables = " (or the JPEG tables, if higher)" if config.get("quality_curve") else ""
+    curve = f"; above, a measured curve sets the start{tables}" if config.get("start_curve") else ""
+    return (
+        "Start estimator",
+        f'`estimator/` (`strength="auto"`, the default) reads each image\'s t{error}. Below '
+        f"{config['nothing_below']:.3g} (the 95th percentile on clean photos) the image comes back unchanged{curve} "
+        "(`docs/blind.md`).",
     )
-    return [
-        '## Start estimator (`strength="auto"`, the default)',
-        "",
-        f"`estimator/` reads each image's t{error}; below {config['nothing_below']:g} (95 % of clean held-out photos "
-        f"read less) the image is returned unchanged{curve}. Training: `estimator/train_info.json`; against "
-        "strength 1 and the best fixed start: the project's `docs/blind.md`.",
-        "",
-    ]
 
 
 def build_card(folder: Path, hub_org: str | None) -> ModelCard:
@@ -882,6 +898,7 @@ def build_card(folder: Path, hub_org: str | None) -> ModelCard:
     unet = json.loads((folder / "unet" / "config.json").read_text())
     stages = training_stages(info)
     base = base_model(stages, task.task_id)
+    first_stage = base[1] + 1 if base else 1  # the base model's stages are rows of its own card
 
     data = ModelCardData(
         library_name="diffusers",
@@ -991,13 +1008,12 @@ def build_card(folder: Path, hub_org: str | None) -> ModelCard:
             f"![perception–distortion plot](eval_{evaluation['setting']}.png)",
             "",
         ]
-    sections += estimator_lines(folder)
     sections += [
         "## Training",
         "",
-        stage_table(stages, task.task_id),
+        stage_table(stages, task.task_id, first=first_stage),
         "",
-        training_legend(stages, scheduler),
+        training_legend(stages, scheduler, first=first_stage),
         "",
         f"Data: {data_text(stages)}",
         "",
