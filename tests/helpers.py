@@ -152,3 +152,57 @@ def build_hub_cache(cache_dir: Path, repo_id: str, source: Path, with_tree: bool
         }
         tree_cache.write_tree_cache(str(repo_dir), commit, tree)
     return snapshot
+
+
+# ------------------------------------------------------------------------------ evaluations and cards (tests/train/, tests/zoo/)
+def smooth_photos(folder: Path, count: int = 2, size: int = 64) -> Path:
+    """``count`` smooth random photos of ``size`` px in a new ``folder``."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        smooth = rng.random((size // 8, size // 8, 3))
+        image = Image.fromarray((smooth * 255).astype(np.uint8)).resize((size, size), Image.BICUBIC)
+        image.save(folder / f"photo{i}.png")
+    return folder
+
+
+def tiny_repo(folder: Path, task: str, identity: bool, eps: float = 0.0) -> Path:
+    """A saved pipeline of the tiny test network: the identity (F(x_t, t) = x_t) or perturbed."""
+    from conftest import make_tiny_net
+
+    from indi_pipeline import InDIPipeline, InDIScheduler, get_task
+
+    net = make_tiny_net(perturb=not identity)
+    pipe = InDIPipeline(net, InDIScheduler(eps=eps), upscale_factor=get_task(task).upscale_factor, task=task)
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def evaluate_tiny(repo: Path, photos: Path, task: str, *extra: str) -> dict:
+    """train.eval_indi on 64 px crops at 1 and 2 steps, with a 2-seed variation measure: fast, every code path."""
+    from train import eval_indi
+
+    return eval_indi.main(
+        [
+            "--model",
+            str(repo),
+            "--task",
+            task,
+            "--data_dir",
+            str(photos),
+            "--crop",
+            "64",
+            "--steps",
+            "1",
+            "2",
+            "--variation_seeds",
+            "2",
+            "--variation_images",
+            "1",
+            "--variation_crop",
+            "32",
+            "--threads",
+            "1",
+            *extra,
+        ]
+    )

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_eval_and_card import _evaluate, _photos, _repo
+from helpers import evaluate_tiny, smooth_photos, tiny_repo
 
 from zoo import compare_shared_val
 
@@ -16,7 +16,9 @@ from zoo import compare_shared_val
 def sr4_result(tmp_path_factory) -> dict:
     """A real eval_indi result of a tiny sr4 repo (perturbed: its steps differ), as the script reads it."""
     folder = tmp_path_factory.mktemp("eval")
-    return _evaluate(_repo(folder / "repo", "sr4", identity=False), _photos(folder / "photos", count=3), "sr4")
+    return evaluate_tiny(
+        tiny_repo(folder / "repo", "sr4", identity=False), smooth_photos(folder / "photos", count=3), "sr4"
+    )
 
 
 def write_run(folder: Path, *results: dict) -> Path:

@@ -9,65 +9,20 @@ import numpy as np
 import PIL.Image
 import pytest
 from conftest import make_tiny_net
+from helpers import evaluate_tiny, smooth_photos, tiny_repo
 
 from benchmarks import peers
 from benchmarks.peers import PEERS_DIR
 from train import eval_indi, make_model_card, train_indi
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _photos(folder: Path, count: int = 2, size: int = 64) -> Path:
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(count):
-        smooth = rng.random((size // 8, size // 8, 3))
-        image = PIL.Image.fromarray((smooth * 255).astype(np.uint8)).resize((size, size), PIL.Image.BICUBIC)
-        image.save(folder / f"photo{i}.png")
-    return folder
-
-
-def _repo(folder: Path, task: str, identity: bool, eps: float = 0.0) -> Path:
-    from indi_pipeline import InDIPipeline, InDIScheduler, get_task
-
-    net = make_tiny_net(perturb=not identity)
-    pipe = InDIPipeline(net, InDIScheduler(eps=eps), upscale_factor=get_task(task).upscale_factor, task=task)
-    pipe.save_pretrained(folder)
-    return folder
-
-
-def _evaluate(repo: Path, photos: Path, task: str, *extra: str) -> dict:
-    return eval_indi.main(
-        [
-            "--model",
-            str(repo),
-            "--task",
-            task,
-            "--data_dir",
-            str(photos),
-            "--crop",
-            "64",
-            "--steps",
-            "1",
-            "2",
-            "--variation_seeds",
-            "2",
-            "--variation_images",
-            "1",
-            "--variation_crop",
-            "32",
-            "--threads",
-            "1",
-            *extra,
-        ]
-    )
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_sr4_downscale_box_scores_the_box_input_and_other_tasks_refuse_it(tmp_path, capsys):
     """--downscale box: the input row is the bicubic upscale of block means; an identity model's 1 step returns it."""
-    repo, photos = _repo(tmp_path / "repo", "sr4", identity=True), _photos(tmp_path / "photos")
-    box = _evaluate(repo, photos, "sr4", "--downscale", "box")
-    bicubic = _evaluate(repo, photos, "sr4")
+    repo, photos = tiny_repo(tmp_path / "repo", "sr4", identity=True), smooth_photos(tmp_path / "photos")
+    box = evaluate_tiny(repo, photos, "sr4", "--downscale", "box")
+    bicubic = evaluate_tiny(repo, photos, "sr4")
     assert box["setting"] == "downscale_box" and (repo / "eval_downscale_box.json").is_file()
     assert box["one_step"]["psnr"] == pytest.approx(box["table"][0]["psnr"], abs=1e-4)
     assert box["table"][0]["psnr"] != pytest.approx(bicubic["table"][0]["psnr"], abs=0.01)
@@ -89,7 +44,7 @@ def test_sample_variation_needs_two_seeds_unless_it_is_skipped(capsys):
 @pytest.mark.parametrize("task", ["jpeg", "sr4"])
 def test_identity_model_one_step_equals_the_input(tmp_path, task):
     # A fresh InDINet is exactly the identity (zero layer scales and output conv): one step returns x_1 = y.
-    result = _evaluate(_repo(tmp_path / "repo", task, identity=True), _photos(tmp_path / "photos"), task)
+    result = evaluate_tiny(tiny_repo(tmp_path / "repo", task, identity=True), smooth_photos(tmp_path / "photos"), task)
     table = result["table"]
     assert [r["method"] for r in table] == ["bicubic" if task == "sr4" else "degraded input", "InDI", "InDI"]
     assert [r["steps"] for r in table] == [None, 1, 2]
@@ -105,8 +60,8 @@ def test_identity_model_one_step_equals_the_input(tmp_path, task):
 
 
 def test_denoise_setting_extra_eps_and_variation(tmp_path):
-    repo = _repo(tmp_path / "repo", "denoise", identity=False, eps=0.05)
-    result = _evaluate(repo, _photos(tmp_path / "photos"), "denoise", "--sigma", "25", "--eps", "0")
+    repo = tiny_repo(tmp_path / "repo", "denoise", identity=False, eps=0.05)
+    result = evaluate_tiny(repo, smooth_photos(tmp_path / "photos"), "denoise", "--sigma", "25", "--eps", "0")
     assert result["setting"] == "sigma25"
     assert ", 1 thread, torch " in result["machine"]  # --threads 1
     eps_rows = {(r["eps"], r["steps"]) for r in result["table"] if r["method"] == "InDI"}
@@ -116,8 +71,8 @@ def test_denoise_setting_extra_eps_and_variation(tmp_path):
 
 
 def test_an_evaluation_without_the_variation_measure_says_so(tmp_path, capsys):
-    repo = _repo(tmp_path / "repo", "jpeg", identity=False, eps=0.05)
-    result = _evaluate(repo, _photos(tmp_path / "photos"), "jpeg", "--variation_images", "0")
+    repo = tiny_repo(tmp_path / "repo", "jpeg", identity=False, eps=0.05)
+    result = evaluate_tiny(repo, smooth_photos(tmp_path / "photos"), "jpeg", "--variation_images", "0")
     assert result["variation"]["mean_pixel_std_255"] is None
     assert "sample std not measured (--variation_images 0)" in capsys.readouterr().out
 
@@ -125,8 +80,8 @@ def test_an_evaluation_without_the_variation_measure_says_so(tmp_path, capsys):
 def test_model_card_is_generated_from_the_evaluation(tmp_path):
     from huggingface_hub import ModelCard
 
-    repo = _repo(tmp_path / "repo", "jpeg", identity=False, eps=0.02)
-    result = _evaluate(repo, _photos(tmp_path / "photos"), "jpeg")
+    repo = tiny_repo(tmp_path / "repo", "jpeg", identity=False, eps=0.02)
+    result = evaluate_tiny(repo, smooth_photos(tmp_path / "photos"), "jpeg")
     (repo / "train_info.json").write_text(json.dumps(_train_info("train_indi.py ...", steps=5)))
     make_model_card.main([str(repo), "--hub_org", "someone"])
     card = ModelCard.load(repo / "README.md")
@@ -150,8 +105,8 @@ def test_model_card_details_come_from_the_repo_files(tmp_path):
     where there is one, and base_model where train_info.json says the first stages trained another task."""
     from huggingface_hub import ModelCard
 
-    repo = _repo(tmp_path / "indi-motion_deblur", "motion_deblur", identity=False, eps=0.02)
-    _evaluate(repo, _photos(tmp_path / "photos"), "motion_deblur")
+    repo = tiny_repo(tmp_path / "indi-motion_deblur", "motion_deblur", identity=False, eps=0.02)
+    evaluate_tiny(repo, smooth_photos(tmp_path / "photos"), "motion_deblur")
     (repo / "train_info.json").write_text(json.dumps(_train_info("train_indi.py ...", steps=5)))
     text = make_model_card.build_card(repo, "someone").text
     parameters = sum(p.numel() for p in make_tiny_net().parameters())
@@ -227,7 +182,7 @@ def test_every_bundled_card_is_the_card_its_files_make():
 
 
 def test_grid_scores_crops_around_the_centre_each_with_its_own_seed(tmp_path):
-    photos = _photos(tmp_path / "photos", size=96)
+    photos = smooth_photos(tmp_path / "photos", size=96)
     crops = eval_indi.load_clean_images(str(photos), 32, 4, 0, grid=2)
     assert [name for name, _ in crops[:4]] == ["photo0_r0c0", "photo0_r0c1", "photo0_r1c0", "photo0_r1c1"]
     array = np.asarray(PIL.Image.open(photos / "photo0.png").convert("RGB"), dtype=np.float32) / 255.0
@@ -239,8 +194,8 @@ def test_grid_scores_crops_around_the_centre_each_with_its_own_seed(tmp_path):
     with pytest.raises(SystemExit, match="--grid"):
         eval_indi.load_clean_images(str(photos), 0, 4, 0, grid=2)
 
-    repo = _repo(tmp_path / "repo", "denoise", identity=False, eps=0.05)
-    result = _evaluate(repo, photos, "denoise", "--grid", "2", "--crop", "32")
+    repo = tiny_repo(tmp_path / "repo", "denoise", identity=False, eps=0.05)
+    result = evaluate_tiny(repo, photos, "denoise", "--grid", "2", "--crop", "32")
     assert result["grid"] == 2 and len(result["images"]) == 8
     assert make_model_card.evaluation_crops(result) == "2 held-out photos, 2×2 crops of 32 px each (8 crops)"
     assert (
@@ -262,8 +217,8 @@ def test_evaluation_never_restores_with_the_degradation_s_own_noise(tmp_path, mo
         return real_restore(pipe, pipe_input, steps, strength, seed, eps)
 
     monkeypatch.setattr(eval_indi, "restore", recording_restore)
-    photos = _photos(tmp_path / "photos")
-    _evaluate(_repo(tmp_path / "repo", "denoise", identity=True, eps=0.05), photos, "denoise")
+    photos = smooth_photos(tmp_path / "photos")
+    evaluate_tiny(tiny_repo(tmp_path / "repo", "denoise", identity=True, eps=0.05), photos, "denoise")
     clean = eval_indi.load_clean_images(str(photos), 64, 4, 0)
     for (pipe_input, walk_generator), (_, photo) in zip(starts[::2], clean):  # steps 1 and 2 per photo
         walk_noise = torch.randn(photo.shape, generator=walk_generator)
@@ -275,8 +230,8 @@ def test_evaluation_never_restores_with_the_degradation_s_own_noise(tmp_path, mo
 def test_floor_check_repeats_the_one_step_evaluation_over_disjoint_seed_sets(tmp_path):
     from research import floor_check
 
-    photos = _photos(tmp_path / "photos")
-    repo = _repo(tmp_path / "repo", "denoise", identity=False, eps=0.05)
+    photos = smooth_photos(tmp_path / "photos")
+    repo = tiny_repo(tmp_path / "repo", "denoise", identity=False, eps=0.05)
     summary = floor_check.main(
         [
             "--model",
@@ -298,7 +253,7 @@ def test_floor_check_repeats_the_one_step_evaluation_over_disjoint_seed_sets(tmp
     assert [s["seed"] for s in summary["sets"]] == [0, 2, 4]  # 2 crops per set: seeds 0-1, 2-3, 4-5
     assert summary["setting"] == "sigma50" and summary["crops_per_set"] == 2
     # set 0 is the card's own draw
-    card = _evaluate(repo, photos, "denoise", "--eps", "0")
+    card = evaluate_tiny(repo, photos, "denoise", "--eps", "0")
     assert summary["sets"][0]["gain_db"] == pytest.approx(card["gain_over_input_db_one_step"], abs=1e-9)
     gains = [s["gain_db"] for s in summary["sets"]]
     assert len(set(gains)) == 3  # other seeds, other noise
@@ -327,7 +282,7 @@ def test_floor_check_repeats_the_one_step_evaluation_over_disjoint_seed_sets(tmp
     )
     assert walked["tradeoff_steps"] == 2
     assert [s["gain_db"] for s in walked["sets"]] == pytest.approx(gains, abs=1e-9)
-    two = _evaluate(repo, photos, "denoise", "--eps", "0")  # steps 1 and 2, seed 0: the first set's draw
+    two = evaluate_tiny(repo, photos, "denoise", "--eps", "0")  # steps 1 and 2, seed 0: the first set's draw
     one_row, two_row = (
         next(r for r in two["table"] if r["method"] == "InDI" and r["eps"] == 0.05 and r["steps"] == n) for n in (1, 2)
     )
@@ -594,8 +549,8 @@ def _train_info(command: str, steps: int, device: str = "cpu", base: dict | None
 
 def test_model_card_describes_every_training_stage_of_a_fine_tune(tmp_path):
     """A fine-tune's train_info.json nests its base's record: the card lists both runs, first run first."""
-    repo = _repo(tmp_path / "repo", "jpeg", identity=False, eps=0.02)
-    _evaluate(repo, _photos(tmp_path / "photos"), "jpeg")
+    repo = tiny_repo(tmp_path / "repo", "jpeg", identity=False, eps=0.02)
+    evaluate_tiny(repo, smooth_photos(tmp_path / "photos"), "jpeg")
     base = _train_info("train/train_zoo.sh /tmp/zoo 7.5, which ran: python train/train_indi.py --seed 0", 40, "GPU X")
     tuned = _train_info("python train/train_indi.py --init_from base --seed 1", 7, "cpu", base=base)
     tuned["args"].update(t_sampling="mixture", t_one_probability=0.25)
@@ -754,9 +709,9 @@ def test_a_missed_floor_says_what_the_stages_tried():
 
 
 def test_regression_baseline_row_and_plot_line(tmp_path):
-    repo = _repo(tmp_path / "repo", "jpeg", identity=False)
-    baseline = _repo(tmp_path / "baseline", "jpeg", identity=True)  # stands in for a `--t_sampling one` model
-    result = _evaluate(repo, _photos(tmp_path / "photos"), "jpeg", "--baseline_model", str(baseline))
+    repo = tiny_repo(tmp_path / "repo", "jpeg", identity=False)
+    baseline = tiny_repo(tmp_path / "baseline", "jpeg", identity=True)  # stands in for a `--t_sampling one` model
+    result = evaluate_tiny(repo, smooth_photos(tmp_path / "photos"), "jpeg", "--baseline_model", str(baseline))
     rows = {r["method"]: r for r in result["table"]}
     assert rows["regression baseline"]["steps"] == 1
     # The identity baseline returns its input: its scores are the degraded input's.
@@ -775,8 +730,8 @@ def test_bm3d_reference_row_and_card_sentence(tmp_path, monkeypatch):
         return noisy  # returns the noisy image: its row must then equal the input row
 
     monkeypatch.setitem(sys.modules, "bm3d", types.SimpleNamespace(bm3d_rgb=bm3d_rgb))
-    repo = _repo(tmp_path / "repo", "denoise", identity=False, eps=0.02)
-    result = _evaluate(repo, _photos(tmp_path / "photos"), "denoise", "--sigma", "25", "--bm3d")
+    repo = tiny_repo(tmp_path / "repo", "denoise", identity=False, eps=0.02)
+    result = evaluate_tiny(repo, smooth_photos(tmp_path / "photos"), "denoise", "--sigma", "25", "--bm3d")
     rows = {r["method"]: r for r in result["table"]}
     assert calls and all(sigma == pytest.approx(25 / 255) for sigma in calls)
     assert rows[eval_indi.BM3D]["psnr"] == pytest.approx(rows["degraded input"]["psnr"], abs=1e-3)
@@ -788,14 +743,14 @@ def test_bm3d_reference_row_and_card_sentence(tmp_path, monkeypatch):
 
 
 def test_bm3d_is_for_denoising_and_needs_its_package(tmp_path, monkeypatch):
-    photos = _photos(tmp_path / "photos")
-    repo = _repo(tmp_path / "repo", "jpeg", identity=True)
+    photos = smooth_photos(tmp_path / "photos")
+    repo = tiny_repo(tmp_path / "repo", "jpeg", identity=True)
     with pytest.raises(SystemExit, match="denoising baseline"):
-        _evaluate(repo, photos, "jpeg", "--bm3d")
+        evaluate_tiny(repo, photos, "jpeg", "--bm3d")
     monkeypatch.setitem(sys.modules, "bm3d", None)  # not installed
-    repo = _repo(tmp_path / "repo2", "denoise", identity=True)
+    repo = tiny_repo(tmp_path / "repo2", "denoise", identity=True)
     with pytest.raises(SystemExit, match="pip install bm3d"):
-        _evaluate(repo, photos, "denoise", "--bm3d")
+        evaluate_tiny(repo, photos, "denoise", "--bm3d")
 
 
 @pytest.mark.parametrize("task", ["defocus_deblur", "motion_deblur"])
@@ -807,7 +762,7 @@ def test_oracle_deconvolution_reproduces_the_evaluation_blur_and_beats_it(tmp_pa
             "--task",
             task,
             "--data_dir",
-            str(_photos(tmp_path / "photos", size=64)),
+            str(smooth_photos(tmp_path / "photos", size=64)),
             "--crop",
             "64",
             "--json",
@@ -823,8 +778,8 @@ def test_oracle_deconvolution_reproduces_the_evaluation_blur_and_beats_it(tmp_pa
 def test_oracle_deconvolution_tabulates_a_model_s_gain_by_blur_size(tmp_path):
     from research import oracle_deconvolution
 
-    photos = _photos(tmp_path / "photos", count=2, size=128)
-    repo = _repo(tmp_path / "repo", "defocus_deblur", identity=True)
+    photos = smooth_photos(tmp_path / "photos", count=2, size=128)
+    repo = tiny_repo(tmp_path / "repo", "defocus_deblur", identity=True)
     result = oracle_deconvolution.main(
         [
             "--task",
@@ -869,8 +824,8 @@ def test_verify_zoo_reruns_the_recorded_evaluation_and_checks_the_card(tmp_path,
     from research import floor_check
     from zoo import verify_zoo
 
-    repo = _repo(tmp_path / "indi-jpeg", "jpeg", identity=False, eps=0.02)
-    photos = _photos(tmp_path / "photos")
+    repo = tiny_repo(tmp_path / "indi-jpeg", "jpeg", identity=False, eps=0.02)
+    photos = smooth_photos(tmp_path / "photos")
     argv = [
         "--model",
         str(repo),
@@ -973,22 +928,22 @@ def test_verify_zoo_refuses_a_command_that_is_not_the_evaluation():
 
 @pytest.mark.skipif(not (PEERS_DIR / "cdncnn_b.safetensors").is_file(), reason="no ../shared/peers beside the checkout")
 def test_peers_are_scored_beside_the_denoiser_at_their_sigma(tmp_path):
-    repo = _repo(tmp_path / "repo", "denoise", identity=False)
-    photos = _photos(tmp_path / "photos")
-    rows = {r["method"]: r for r in _evaluate(repo, photos, "denoise", "--sigma", "25", "--peers")["table"]}
+    repo = tiny_repo(tmp_path / "repo", "denoise", identity=False)
+    photos = smooth_photos(tmp_path / "photos")
+    rows = {r["method"]: r for r in evaluate_tiny(repo, photos, "denoise", "--sigma", "25", "--peers")["table"]}
     assert {"CDnCNN-B (blind)", "CDnCNN-S (sigma 25 only)"} <= set(rows)
     assert rows["CDnCNN-S (sigma 25 only)"]["psnr"] > rows["degraded input"]["psnr"] + 5  # a real denoiser
-    rows = {r["method"] for r in _evaluate(repo, photos, "denoise", "--sigma", "15", "--peers")["table"]}
+    rows = {r["method"] for r in evaluate_tiny(repo, photos, "denoise", "--sigma", "15", "--peers")["table"]}
     assert "CDnCNN-B (blind)" in rows and not any(m.startswith("CDnCNN-S") for m in rows)  # no S model for 15
 
 
 def test_peers_are_for_denoising_and_name_a_missing_folder(tmp_path, monkeypatch):
-    repo, photos = _repo(tmp_path / "repo", "jpeg", identity=False), _photos(tmp_path / "photos")
+    repo, photos = tiny_repo(tmp_path / "repo", "jpeg", identity=False), smooth_photos(tmp_path / "photos")
     with pytest.raises(SystemExit, match="--peers are denoisers"):
-        _evaluate(repo, photos, "jpeg", "--peers")
+        evaluate_tiny(repo, photos, "jpeg", "--peers")
     monkeypatch.setattr(peers, "PEERS_DIR", tmp_path / "nowhere")
     with pytest.raises(SystemExit, match="no peer weights at .*nowhere"):
-        _evaluate(_repo(tmp_path / "denoiser", "denoise", identity=False), photos, "denoise", "--peers")
+        evaluate_tiny(tiny_repo(tmp_path / "denoiser", "denoise", identity=False), photos, "denoise", "--peers")
 
 
 def test_the_data_line_names_each_stage_s_photos():
