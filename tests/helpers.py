@@ -178,31 +178,20 @@ def tiny_repo(folder: Path, task: str, identity: bool, eps: float = 0.0) -> Path
     return folder
 
 
+def tiny_eval_argv(repo: Path, photos: Path, task: str, *extra: str) -> list[str]:
+    """train.eval_indi's arguments for 64 px crops at 1 and 2 steps with a 2-seed variation measure: fast, every code
+    path."""
+    fixed = ["--crop", "64", "--steps", "1", "2", "--variation_seeds", "2", "--variation_images", "1"]
+    return [
+        *("--model", str(repo), "--task", task, "--data_dir", str(photos)),
+        *fixed,
+        *("--variation_crop", "32", "--threads", "1"),
+        *extra,
+    ]
+
+
 def evaluate_tiny(repo: Path, photos: Path, task: str, *extra: str) -> dict:
-    """train.eval_indi on 64 px crops at 1 and 2 steps, with a 2-seed variation measure: fast, every code path."""
+    """train.eval_indi run with tiny_eval_argv: its result."""
     from train import eval_indi
 
-    return eval_indi.main(
-        [
-            "--model",
-            str(repo),
-            "--task",
-            task,
-            "--data_dir",
-            str(photos),
-            "--crop",
-            "64",
-            "--steps",
-            "1",
-            "2",
-            "--variation_seeds",
-            "2",
-            "--variation_images",
-            "1",
-            "--variation_crop",
-            "32",
-            "--threads",
-            "1",
-            *extra,
-        ]
-    )
+    return eval_indi.main(tiny_eval_argv(repo, photos, task, *extra))

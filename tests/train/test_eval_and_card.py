@@ -9,7 +9,7 @@ import numpy as np
 import PIL.Image
 import pytest
 from conftest import make_tiny_net
-from helpers import evaluate_tiny, smooth_photos, tiny_repo
+from helpers import evaluate_tiny, smooth_photos, tiny_eval_argv, tiny_repo
 
 from benchmarks import peers
 from benchmarks.peers import PEERS_DIR
@@ -232,24 +232,8 @@ def test_floor_check_repeats_the_one_step_evaluation_over_disjoint_seed_sets(tmp
 
     photos = smooth_photos(tmp_path / "photos")
     repo = tiny_repo(tmp_path / "repo", "denoise", identity=False, eps=0.05)
-    summary = floor_check.main(
-        [
-            "--model",
-            str(repo),
-            "--task",
-            "denoise",
-            "--data_dir",
-            str(photos),
-            "--crop",
-            "64",
-            "--threads",
-            "1",
-            "--seed_sets",
-            "3",
-            "--json",
-            str(tmp_path / "floor.json"),
-        ]
-    )
+    base = ["--model", str(repo), "--task", "denoise", "--data_dir", str(photos), "--crop", "64", "--threads", "1"]
+    summary = floor_check.main([*base, "--seed_sets", "3", "--json", str(tmp_path / "floor.json")])
     assert [s["seed"] for s in summary["sets"]] == [0, 2, 4]  # 2 crops per set: seeds 0-1, 2-3, 4-5
     assert summary["setting"] == "sigma50" and summary["crops_per_set"] == 2
     # set 0 is the card's own draw
@@ -262,24 +246,7 @@ def test_floor_check_repeats_the_one_step_evaluation_over_disjoint_seed_sets(tmp
     assert json.loads((tmp_path / "floor.json").read_text()) == summary
     assert summary["tradeoff_steps"] is None and "lpips_reduction" not in summary["sets"][0]
     # --tradeoff_steps N: the rule's numbers at N steps per set, and the 1-step draws are the same as without it
-    walked = floor_check.main(
-        [
-            "--model",
-            str(repo),
-            "--task",
-            "denoise",
-            "--data_dir",
-            str(photos),
-            "--crop",
-            "64",
-            "--threads",
-            "1",
-            "--seed_sets",
-            "3",
-            "--tradeoff_steps",
-            "2",
-        ]
-    )
+    walked = floor_check.main([*base, "--seed_sets", "3", "--tradeoff_steps", "2"])
     assert walked["tradeoff_steps"] == 2
     assert [s["gain_db"] for s in walked["sets"]] == pytest.approx(gains, abs=1e-9)
     two = evaluate_tiny(repo, photos, "denoise", "--eps", "0")  # steps 1 and 2, seed 0: the first set's draw
@@ -826,27 +793,7 @@ def test_verify_zoo_reruns_the_recorded_evaluation_and_checks_the_card(tmp_path,
 
     repo = tiny_repo(tmp_path / "indi-jpeg", "jpeg", identity=False, eps=0.02)
     photos = smooth_photos(tmp_path / "photos")
-    argv = [
-        "--model",
-        str(repo),
-        "--task",
-        "jpeg",
-        "--data_dir",
-        str(photos),
-        "--crop",
-        "64",
-        "--steps",
-        "1",
-        "2",
-        "--variation_seeds",
-        "2",
-        "--variation_images",
-        "1",
-        "--variation_crop",
-        "32",
-        "--threads",
-        "1",
-    ]
+    argv = tiny_eval_argv(repo, photos, "jpeg")
     eval_indi.main(argv)
     path = repo / "eval_q10.json"
     recorded = json.loads(path.read_text())
