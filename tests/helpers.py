@@ -181,13 +181,10 @@ def tiny_repo(folder: Path, task: str, identity: bool, eps: float = 0.0) -> Path
 def tiny_eval_argv(repo: Path, photos: Path, task: str, *extra: str) -> list[str]:
     """train.eval_indi's arguments for 64 px crops at 1 and 2 steps with a 2-seed variation measure: fast, every code
     path."""
-    fixed = ["--crop", "64", "--steps", "1", "2", "--variation_seeds", "2", "--variation_images", "1"]
     return [
-        *("--model", str(repo), "--task", task, "--data_dir", str(photos)),
-        *fixed,
-        *("--variation_crop", "32", "--threads", "1"),
-        *extra,
-    ]
+        "--model", str(repo), "--task", task, "--data_dir", str(photos), "--crop", "64", "--steps", "1", "2",
+        "--variation_seeds", "2", "--variation_images", "1", "--variation_crop", "32", "--threads", "1", *extra,
+    ]  # fmt: skip
 
 
 def evaluate_tiny(repo: Path, photos: Path, task: str, *extra: str) -> dict:

@@ -613,6 +613,11 @@ LOSS_TEXT = {
 }
 
 
+def loss_code(args: dict) -> str:
+    """A stage's --loss as its card writes it (runs recorded before the flag existed trained with L1)."""
+    return args.get("loss") or "l1"
+
+
 def loss_text(loss: str | None) -> str:
     """How a card names train_indi's --loss (runs recorded before the flag existed trained with L1)."""
     return LOSS_TEXT.get(loss or "l1", f"{loss} loss")
@@ -674,7 +679,7 @@ def stage_cells(number: int, info: dict, task_id: str) -> list[str]:
         str(number),
         info["device"] + (f", 1 of {runs} runs" if runs > 1 else ""),  # runs sharing the device
         f"{info['wall_seconds'] / 60:.1f}",  # steps: train_info.json
-        args.get("loss") or "l1",  # runs recorded before --loss existed trained with L1
+        loss_code(args),
         f"{args['learning_rate']:g}",
         t_sampling_cell(args),
         f"{args['eps']:g}" if args.get("eps") is not None else "",
@@ -701,11 +706,11 @@ def stage_table(stages: list[dict], task_id: str, first: int = 1) -> str:
     """The training runs from stage ``first`` on, one row each; the notes column only where a stage has a note, the
     eps column only where the stages differ (else the legend names it)."""
     rows = [stage_cells(number, stage, task_id) for number, stage in shown_stages(stages, first)]
+    one_eps = common_eps(stages, first)
     keep = [
         i
         for i, column in enumerate(STAGE_COLUMNS)
-        if not (column == "eps" and common_eps(stages, first))
-        and not (column == "notes" and not any(r[i] for r in rows))
+        if not (column == "eps" and one_eps) and not (column == "notes" and not any(r[i] for r in rows))
     ]
     return markdown_table([STAGE_COLUMNS[i] for i in keep], [[row[i] for i in keep] for row in rows])
 
@@ -713,14 +718,15 @@ def stage_table(stages: list[dict], task_id: str, first: int = 1) -> str:
 def training_legend(stages: list[dict], scheduler: dict, first: int = 1) -> str:
     """The one paragraph under the stage table: what its rows share, the loss codes and p(t) notation it uses, the
     inference spacing where it is not the default, and where the exact commands are."""
-    codes = dict.fromkeys(s["args"].get("loss") or "l1" for s in stages)  # as stage_cells writes them
+    codes = dict.fromkeys(loss_code(s["args"]) for s in stages)
+    one_eps = common_eps(stages, first)
     parts = [
         ("Each stage fine-tunes the one before: " if len(stages) > 1 else "")
         + f"AdamW, warm-up then cosine, loss{'es' if len(stages) > 1 else ''} on the predicted clean image",
         # A code that is its loss's name ("l1": L1 loss) needs no gloss.
         *(f"{code} = {loss_text(code)}" for code in codes if loss_text(code).lower() != f"{code} loss"),
-        f"eps (path noise, {scheduler['noise_schedule']} schedule) {common_eps(stages, first)} in every row"
-        if common_eps(stages, first)
+        f"eps (path noise, {scheduler['noise_schedule']} schedule) {one_eps} in every row"
+        if one_eps
         else f"eps: path noise, {scheduler['noise_schedule']} schedule",
         '"t = 1 at w": uniform t mixed with t = 1 at weight w'
         if any(s["args"]["t_sampling"] == "mixture" for s in stages)
@@ -742,7 +748,7 @@ def tried_text(stages: list[dict]) -> str:
         distinct = list(dict.fromkeys(values))
         return ", ".join(distinct[:-1]) + f" {last} {distinct[-1]}" if len(distinct) > 1 else "".join(distinct)
 
-    losses = listed(s["args"].get("loss") or "l1" for s in stages)  # the codes of the stage table and legend
+    losses = listed(loss_code(s["args"]) for s in stages)  # the codes of the stage table and legend
     weights = [s["args"]["t_one_probability"] for s in stages if s["args"]["t_sampling"] == "mixture"]
     uniform = any(s["args"]["t_sampling"] == "uniform" for s in stages)
     # The stage table above has each value: written as the stage table's p(t) column does, networks by block count.

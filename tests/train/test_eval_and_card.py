@@ -9,13 +9,11 @@ import numpy as np
 import PIL.Image
 import pytest
 from conftest import make_tiny_net
-from helpers import evaluate_tiny, smooth_photos, tiny_eval_argv, tiny_repo
+from helpers import ROOT, evaluate_tiny, smooth_photos, tiny_eval_argv, tiny_repo
 
 from benchmarks import peers
 from benchmarks.peers import PEERS_DIR
 from train import eval_indi, make_model_card, train_indi
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_sr4_downscale_box_scores_the_box_input_and_other_tasks_refuse_it(tmp_path, capsys):
