@@ -35,6 +35,8 @@ from indi_pipeline.degradations import (
 )
 from indi_pipeline.machine import cpu_model, threads_text
 from indi_pipeline.metrics import high_frequency_ratio, lpips, psnr, ssim
+from indi_pipeline.noise_models import camera_noise, correlated_noise
+from indi_pipeline.photo_mix import NOISE_KINDS
 from indi_pipeline.tasks import TASKS
 
 METRICS = ("psnr", "ssim", "lpips", "sharpness")
@@ -60,6 +62,13 @@ def parse_args(argv=None):
         "--peers", action="store_true", help="denoise: also score the CDnCNN peers of ../shared/peers (evaluation only)"
     )
     parser.add_argument("--sigma", type=float, default=None, help="denoise: noise sigma in 0-255 units (default 50).")
+    parser.add_argument(
+        "--noise",
+        choices=NOISE_KINDS,
+        default="white",
+        help="denoise: the noise's kind, of RMS --sigma (default white, the task's definition; camera = shot + read "
+        "noise in linear light, correlated = mixed across channels and a little in space: the photo mix's kinds)",
+    )
     parser.add_argument("--quality", type=int, default=None, help="jpeg: JPEG quality (default 10).")
     parser.add_argument(
         "--downscale",
@@ -87,6 +96,8 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads.")
     parser.add_argument("--device", default="cpu", help="cpu or cuda.")
     args = parser.parse_args(argv)
+    if args.noise != "white" and args.task != "denoise":
+        parser.error(f"--noise is for denoise (the kind of noise added), not {args.task}")
     if args.downscale != "bicubic" and args.task != "sr4":
         parser.error(f"--downscale is for sr4 (how its low-resolution input is made), not {args.task}")
     if args.variation_images > 0 and args.variation_seeds < 2:
@@ -135,7 +146,9 @@ def degradation_settings(args, task) -> tuple[dict, float, str]:
     """Degradation kwargs, the pipeline strength, and a label of the setting."""
     if args.task == "denoise":
         sigma = 50.0 if args.sigma is None else args.sigma
-        return {"sigma": sigma / 255.0}, task.strength_for_sigma(sigma / 255.0), f"sigma{sigma:g}"
+        # Every kind has RMS sigma, so the strength the pipeline starts at is the same.
+        kind = "" if args.noise == "white" else f"_{args.noise}"
+        return {"sigma": sigma / 255.0}, task.strength_for_sigma(sigma / 255.0), f"sigma{sigma:g}{kind}"
     if args.task == "jpeg":
         quality = 10 if args.quality is None else args.quality
         return {"quality": quality}, 1.0, f"q{quality}"
@@ -149,7 +162,11 @@ def degraded_and_input(args, task, clean: torch.Tensor, index: int, kwargs: dict
     if task.upscale_factor > 1 and args.downscale != "bicubic":
         low = sr_downsample(clean, task.upscale_factor, args.downscale)
         return bicubic_upsample(low, size=tuple(clean.shape[-2:])), low
-    degraded = degrade(args.task, clean, generator=degradation_generator(args.seed + index), **kwargs)
+    generator = degradation_generator(args.seed + index)
+    if args.task == "denoise" and args.noise != "white":
+        degraded = NOISE_FUNCTIONS[args.noise](clean, kwargs["sigma"], generator=generator)
+    else:
+        degraded = degrade(args.task, clean, generator=generator, **kwargs)
     return degraded, pipeline_input(clean, degraded, task.upscale_factor)
 
 
@@ -166,6 +183,9 @@ def score(restored: torch.Tensor, clean: torch.Tensor) -> dict:
 def mean_rows(rows: list[dict]) -> dict:
     return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
 
+
+# --noise kinds other than the definition's white noise: a clean batch with noise of RMS sigma added.
+NOISE_FUNCTIONS = {"camera": camera_noise, "correlated": correlated_noise}
 
 REGRESSION, BM3D = "regression baseline", "BM3D (true sigma)"
 

@@ -29,6 +29,22 @@ def test_sr4_downscale_box_scores_the_box_input_and_other_tasks_refuse_it(tmp_pa
     assert "--downscale is for sr4" in capsys.readouterr().err
 
 
+def test_denoise_noise_kinds_score_noise_of_the_same_rms_and_other_tasks_refuse_them(tmp_path, capsys):
+    """--noise camera / correlated: noise of RMS sigma of another kind, named in the setting, the identity returns it."""
+    repo, photos = tiny_repo(tmp_path / "repo", "denoise", identity=True), smooth_photos(tmp_path / "photos")
+    white = evaluate_tiny(repo, photos, "denoise", "--sigma", "25")
+    rms_psnr = -20 * math.log10(25 / 255)
+    for kind in ("camera", "correlated"):
+        result = evaluate_tiny(repo, photos, "denoise", "--sigma", "25", "--noise", kind)
+        assert result["setting"] == f"sigma25_{kind}" and (repo / f"eval_sigma25_{kind}.json").is_file()
+        noisy = result["table"][0]["psnr"]
+        assert abs(noisy - rms_psnr) < 1.5 and noisy != pytest.approx(white["table"][0]["psnr"], abs=0.01)
+        assert result["one_step"]["psnr"] == pytest.approx(noisy, abs=1e-3)
+    with pytest.raises(SystemExit):
+        eval_indi.parse_args(["--model", "m", "--task", "jpeg", "--data_dir", "d", "--noise", "camera"])
+    assert "--noise is for denoise" in capsys.readouterr().err
+
+
 def test_sample_variation_needs_two_seeds_unless_it_is_skipped(capsys):
     """--variation_seeds 0 or 1 stopped deep in the pipeline with "image is an empty list"; now the flag is named."""
     base = ["--model", "m", "--task", "defocus_deblur", "--data_dir", "d"]
